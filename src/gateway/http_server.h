@@ -1,0 +1,54 @@
+// HttpServer: the HTTP/1.1 front door on Boost.Asio/Beast (C++20 coroutines), keep-alive,
+// header and body limits. The only component that includes Beast/Asio (they cost ~25 s per
+// translation unit): everything behind it sees common/http.h values.
+//
+// A request whose body exceeds maxBodyBytes gets 413 {"code":"PayloadTooLarge",...}; malformed
+// HTTP gets 400 and the connection closed; an idle keep-alive connection is closed after
+// idleTimeout. The handler may respond from any thread; the server serialises the write back on
+// the connection.
+// Thread-safety: start()/stop() from one owner thread; the handler is called concurrently from
+// the server's threads and must not block.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/clock.h"
+#include "common/http.h"
+#include "common/status.h"
+
+namespace stratus {
+
+using HttpRespond = std::function<void(HttpResponse)>;
+using HttpHandler = std::function<void(HttpRequest, HttpRespond)>;
+
+struct HttpServerOptions {
+  std::string listenAddress = "127.0.0.1";
+  uint16_t port = 9000;  // 0: pick a free port (see boundPort())
+  int threads = 2;
+  int64_t maxBodyBytes = 140LL << 20;  // base64 of a 100 MB zip plus JSON
+  int64_t maxHeaderBytes = 64 << 10;
+  Duration idleTimeout = std::chrono::seconds(60);
+};
+
+class HttpServer {
+ public:
+  HttpServer(HttpServerOptions options, HttpHandler handler);
+  ~HttpServer();  // stop()
+  // Binds and starts serving on background threads.
+  Status start();
+  uint16_t boundPort() const;
+  // Stops accepting, lets in-flight responses finish up to `grace`, then closes everything.
+  void stop(Duration grace = std::chrono::seconds(5));
+  // Runs `fn` on the server's threads after `delay` repeatedly (periodic housekeeping such as
+  // Scheduler::tick); for the owner, before start().
+  void every(Duration period, std::function<void()> fn);
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace stratus

@@ -1,0 +1,43 @@
+// ProcessSandboxBackend: sandboxes made of Linux namespaces (pid, mount, ipc, uts, net), a
+// cgroup per sandbox (v1 or v2, detected), pivot_root into a read-only root assembled from
+// read-only bind mounts of the host's system directories, /code read-only, a size-limited
+// tmpfs /tmp, a fresh /proc and a minimal /dev. See docs/sandbox.md.
+//
+// Thread-safety: create() may be called from several threads. Sandboxes must be created from a
+// thread that lives as long as they do (PR_SET_PDEATHSIG fires when the creating *thread* exits).
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "sandbox/cgroup.h"
+#include "sandbox/sandbox.h"
+
+namespace stratus {
+
+struct ProcessSandboxOptions {
+  // Host directory for per-sandbox state (mount points); one subdirectory per sandbox.
+  std::filesystem::path stateDir;
+  // Name of the cgroup subtree that holds all our sandboxes ("stratus" ->
+  // /sys/fs/cgroup/memory/stratus/<id> on v1, /sys/fs/cgroup/stratus/<id> on v2). Tests pass a
+  // unique name so they can run in parallel.
+  std::string cgroupParent = "stratus";
+};
+
+class ProcessSandboxBackend final : public SandboxBackend {
+ public:
+  static Result<std::unique_ptr<ProcessSandboxBackend>> create(ProcessSandboxOptions options);
+  std::string_view name() const override { return "process"; }
+  Result<std::unique_ptr<Sandbox>> create(const SandboxSpec& spec) override;
+  // Kills processes and removes cgroups and state directories left by an earlier run of this
+  // host (after kill -9). Call once at startup before creating sandboxes.
+  Status sweepLeftovers();
+
+ private:
+  ProcessSandboxBackend(ProcessSandboxOptions options, std::unique_ptr<CgroupDriver> cgroups);
+  ProcessSandboxOptions options_;
+  std::unique_ptr<CgroupDriver> cgroups_;
+};
+
+}  // namespace stratus

@@ -1,0 +1,37 @@
+// SqliteStore: MetadataStore on an SQLite database file in WAL mode (embedded default).
+// Survives kill -9: every mutation is a committed transaction before the call returns.
+// Thread-safe: one connection guarded by a mutex (metadata calls are rare and short).
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <mutex>
+
+#include "store/store.h"
+
+struct sqlite3;
+
+namespace stratus {
+
+class SqliteStore final : public MetadataStore {
+ public:
+  // Opens or creates the database and its schema.
+  static Result<std::unique_ptr<SqliteStore>> open(const std::filesystem::path& file);
+  ~SqliteStore() override;
+
+  Status createFunction(const FunctionSpec& f) override;
+  Result<FunctionSpec> getFunction(const std::string& tenant, const std::string& name) override;
+  Result<std::vector<FunctionSpec>> listFunctions(const std::string& tenant) override;
+  Result<std::vector<FunctionSpec>> listAllFunctions() override;
+  Status updateFunction(const FunctionSpec& f) override;
+  Status deleteFunction(const std::string& tenant, const std::string& name) override;
+  Status putApiKey(const ApiKey& key) override;
+  Result<ApiKey> findApiKey(const std::string& keySha256) override;
+
+ private:
+  explicit SqliteStore(sqlite3* db) : db_(db) {}
+  std::mutex mu_;
+  sqlite3* db_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace stratus

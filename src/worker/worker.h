@@ -1,0 +1,75 @@
+// Worker: the node agent. Owns the instances on this host -- one sandbox each, running a
+// function's runtime -- and carries calls to them.
+//
+//   startInstance  create a sandbox (SandboxBackend), wait for the runtime's hello, send the load
+//                  message, wait for ready (bounded by the function's initializationTimeout + a
+//                  start budget). Custom runtimes: poll-connect to the port inside the sandbox.
+//   invoke         send the event, wait for the result, enforce the function's timeout: a call
+//                  past its timeout gets kDeadlineExceeded and the instance is recycled (killed).
+//   crash / OOM    an instance whose process exits is reported through the lost handler with a
+//                  cause (kOutOfMemory when the cgroup OOM-killed it, else kUnavailable naming the
+//                  exit code/signal); calls in flight on it fail with that cause.
+//   logs           each instance's stdout/stderr is appended to
+//                  <logDir>/<tenant>/<function>.log; a call that asked for it gets the last 4 KB
+//                  written during the call.
+//
+// Threading: one internal I/O thread (epoll) drives all instance sockets, pipes, pidfds and
+// timers; sandboxes are created on a dedicated long-lived spawner thread (PR_SET_PDEATHSIG is per
+// thread). Public methods are thread-safe and never block on a sandbox; callbacks run on the
+// worker's threads and must not block.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/clock.h"
+#include "common/function.h"
+#include "common/invoke.h"
+#include "common/status.h"
+#include "sandbox/sandbox.h"
+
+namespace stratus {
+
+struct WorkerOptions {
+  std::filesystem::path stateDir;          // per-instance socket dirs
+  std::filesystem::path logDir;            // per-function log files
+  std::filesystem::path runtimeAssetsDir;  // runtime::installAssets() output, mounted read-only
+  int64_t tmpfsBytes = 64LL << 20;
+  int64_t pidsMax = 128;
+  Duration startBudget = std::chrono::seconds(10);  // process start + hello, before init
+};
+
+struct InstanceReady {
+  int64_t initDurationUs = 0;  // sandbox creation -> handler loaded
+};
+
+class Worker {
+ public:
+  Worker(WorkerOptions options, SandboxBackend& backend, const Clock& clock);
+  ~Worker();  // shutdown()
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // done(Result) exactly once: the instance is ready for calls, or failed to start (then
+  // everything it held is already released). instanceId: unique, [a-z0-9-].
+  void startInstance(const std::string& instanceId, const FunctionSpec& fn,
+                     const std::filesystem::path& codeDir,
+                     std::function<void(Result<InstanceReady>)> done);
+  // Runs one call on a ready instance. The caller (scheduler) respects instanceConcurrency.
+  void invoke(const std::string& instanceId, InvokeRequest req, InvokeCallback done);
+  // Kills the instance; calls in flight fail with kAborted.
+  void stopInstance(const std::string& instanceId);
+  // Called when an instance dies or is recycled without stopInstance (crash, OOM, timeout).
+  void setInstanceLostHandler(std::function<void(const std::string& instanceId, Status cause)> h);
+  size_t instanceCount() const;
+  // Stops every instance and the worker's threads. Idempotent.
+  void shutdown();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace stratus
