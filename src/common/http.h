@@ -3,6 +3,7 @@
 // compile). Header names are matched case-insensitively. Plain values; not thread-safe.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -34,6 +35,10 @@ struct HttpResponse {
   HttpHeaders headers;
   std::string body;
 };
+
+using HttpRespond = std::function<void(HttpResponse)>;
+// Handles one request; calls respond exactly once, possibly later and from another thread.
+using HttpHandler = std::function<void(HttpRequest, HttpRespond)>;
 
 // Splits a path into its non-empty segments: "/a//b/" -> {"a", "b"}.
 std::vector<std::string_view> splitPath(std::string_view path);

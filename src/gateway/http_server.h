@@ -21,9 +21,6 @@
 
 namespace stratus {
 
-using HttpRespond = std::function<void(HttpResponse)>;
-using HttpHandler = std::function<void(HttpRequest, HttpRespond)>;
-
 struct HttpServerOptions {
   std::string listenAddress = "127.0.0.1";
   uint16_t port = 9000;  // 0: pick a free port (see boundPort())

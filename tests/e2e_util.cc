@@ -1,0 +1,1 @@
+// placeholder: owner replaces
