@@ -27,16 +27,26 @@ struct InvokeRequest {
 enum class FunctionErrorKind : int32_t { kNone = 0, kHandled = 1, kUnhandled = 2 };
 
 struct InvokeResult {
-  // Platform outcome. OK means the function ran and `body` is its answer (maybe a function
-  // error, see functionError). Otherwise the code says what the platform could not do:
-  // kDeadlineExceeded (function timeout), kOutOfMemory (instance killed by its memory limit),
-  // kUnavailable (instance crashed / could not start), kResourceExhausted (no capacity).
+  // Platform outcome. Non-OK only when the platform could not run the call: no capacity
+  // (kResourceExhausted), a sandbox that could not be created (kUnavailable), shutdown
+  // (kAborted), an unknown function (kNotFound). The API answers those with 4xx/5xx.
+  //
+  // Everything the *function* caused is OK + functionError, as Lambda and Function Compute do
+  // (HTTP 200 + x-fc-error-type), with body {"errorType", "errorMessage", "stackTrace"?}:
+  //   handler exception            kUnhandled, errorType = the exception's type
+  //   node callback(err)           kHandled
+  //   init failure (bad handler)   kUnhandled, errorType e.g. "Runtime.ImportModuleError"
+  //   timeout                      kUnhandled, errorType "FunctionTimeout"
+  //   memory limit (OOM kill)      kUnhandled, errorType "OutOfMemory"
+  //   runtime process exited       kUnhandled, errorType "RuntimeExited" (code/signal in message)
   Status status;
   FunctionErrorKind functionError = FunctionErrorKind::kNone;
   int httpStatus = 200;  // custom runtime: the function's own status code
   std::map<std::string, std::string> headers;  // custom runtime: the function's headers
   std::string body;
   std::string logTail;  // last 4 KB of the instance's log during this call (if asked)
+  // The instance that ran the call is gone (timeout recycle, crash, OOM): do not reuse it.
+  bool instanceLost = false;
   // Accounting.
   int64_t durationUs = 0;       // handler execution
   int64_t initDurationUs = 0;   // cold start cost paid by this call (0 when warm)

@@ -54,10 +54,16 @@ class Worker {
 
   // done(Result) exactly once: the instance is ready for calls, or failed to start (then
   // everything it held is already released). instanceId: unique, [a-z0-9-].
+  // A failure the *function* caused (handler not found, exception in module load or initializer,
+  // runtime exited or timed out during init) is kFailedPrecondition whose message is the JSON
+  // error body {"errorType","errorMessage","stackTrace"?} to show the caller; any other code is
+  // a platform failure (sandbox creation failed, ...).
   void startInstance(const std::string& instanceId, const FunctionSpec& fn,
                      const std::filesystem::path& codeDir,
                      std::function<void(Result<InstanceReady>)> done);
   // Runs one call on a ready instance. The caller (scheduler) respects instanceConcurrency.
+  // Timeouts, OOM kills and crashes come back as function errors (see InvokeResult) with
+  // instanceLost = true; the lost handler also fires once for that instance.
   void invoke(const std::string& instanceId, InvokeRequest req, InvokeCallback done);
   // Kills the instance; calls in flight fail with kAborted.
   void stopInstance(const std::string& instanceId);
