@@ -1,1 +1,163 @@
-// placeholder: owner replaces
+#include "cli/up.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "api/api.h"
+#include "cli/client_commands.h"
+#include "cluster/local_invoker.h"
+#include "codepack/zip_import.h"
+#include "common/fs.h"
+#include "common/ids.h"
+#include "common/log.h"
+#include "gateway/gateway.h"
+#include "runtime/runtime.h"
+#include "sandbox/process_sandbox.h"
+#include "store/sqlite_store.h"
+#include "worker/worker.h"
+
+namespace stratus {
+namespace {
+
+Result<std::pair<std::string, uint16_t>> parseListen(const std::string& listen) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return invalidArgument("--listen must be ADDR:PORT, got '" + listen + "'");
+  }
+  std::string host = listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  int port = 0;
+  try {
+    size_t used = 0;
+    port = std::stoi(listen.substr(colon + 1), &used);
+    if (used != listen.size() - colon - 1) port = -1;
+  } catch (...) {
+    port = -1;
+  }
+  if (port < 0 || port > 65535) return invalidArgument("--listen has a bad port: '" + listen + "'");
+  return std::make_pair(host, static_cast<uint16_t>(port));
+}
+
+// All sandboxes of one data dir share a cgroup subtree named after it, so two servers on one
+// host (tests run several) never sweep each other's sandboxes.
+std::string cgroupParentFor(const std::filesystem::path& dataDir) {
+  return "stratus-" + sha256Hex(std::filesystem::absolute(dataDir).string()).substr(0, 12);
+}
+
+int fail(const Status& s) {
+  SLOG_ERROR("{}", s.toString());
+  std::fprintf(stderr, "error: %s\n", s.toString().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int runUp(const UpOptions& options) {
+  initLogging(options.logLevel);
+  if (options.dataDir.empty()) return fail(invalidArgument("--data-dir is required"));
+  auto listen = parseListen(options.listen);
+  if (!listen.isOk()) return fail(listen.status());
+
+  // Signals are taken synchronously by this thread (sigwait); every thread created below
+  // inherits the mask, so no other thread is interrupted by them.
+  sigset_t stopSignals;
+  sigemptyset(&stopSignals);
+  sigaddset(&stopSignals, SIGINT);
+  sigaddset(&stopSignals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stopSignals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  const std::filesystem::path dir = std::filesystem::absolute(options.dataDir);
+  for (const char* sub : {"", "code", "logs", "runtime", "run", "run/sandboxes", "run/instances"}) {
+    if (Status s = makeDirs(dir / sub, 0755); !s.isOk()) return fail(s);
+  }
+  if (Status s = makeDirs(dir / "logs", 0700); !s.isOk()) return fail(s);
+
+  auto store = SqliteStore::open(dir / "meta.db");
+  if (!store.isOk()) return fail(store.status());
+  auto adminKey = Api::ensureAdminKey(**store, dir / "admin-key");
+  if (!adminKey.isOk()) return fail(adminKey.status());
+  if (Status s = runtime::installAssets(dir / "runtime"); !s.isOk()) return fail(s);
+
+  // Leftovers of a previous run that was killed (-9): its sandboxes, cgroups, socket dirs.
+  auto backend = ProcessSandboxBackend::create(
+      ProcessSandboxOptions{dir / "run" / "sandboxes", cgroupParentFor(dir)});
+  if (!backend.isOk()) return fail(backend.status());
+  if (Status s = (*backend)->sweepLeftovers(); !s.isOk()) return fail(s);
+  if (Status s = removeTree(dir / "run" / "instances"); !s.isOk()) return fail(s);
+  if (Status s = makeDirs(dir / "run" / "instances"); !s.isOk()) return fail(s);
+
+  SystemClock clock;
+  WorkerOptions workerOptions;
+  workerOptions.stateDir = dir / "run" / "instances";
+  workerOptions.logDir = dir / "logs";
+  workerOptions.runtimeAssetsDir = dir / "runtime";
+  Worker worker(workerOptions, **backend, clock);
+
+  CodeCache code(dir / "code");
+  SchedulerOptions schedulerOptions;
+  schedulerOptions.keepAlive = options.keepAlive;
+  LocalInvoker invoker(worker, code, clock, schedulerOptions);
+  Api api(**store, code, invoker);
+
+  HttpServerOptions httpOptions;
+  httpOptions.listenAddress = listen->first;
+  httpOptions.port = listen->second;
+  httpOptions.threads = options.httpThreads;
+  Gateway gateway(api, httpOptions);
+  gateway.every(std::chrono::seconds(1), [&invoker] { invoker.tick(); });
+  if (Status s = gateway.start(); !s.isOk()) return fail(s.withContext("listen on " + options.listen));
+
+  std::string host = listen->first.find(':') != std::string::npos ? "[" + listen->first + "]"
+                                                                   : listen->first;
+  std::string endpoint = "http://" + host + ":" + std::to_string(gateway.port());
+  if (options.writeClientConfig) {
+    if (Status s = writeClientConfig(ClientConfig{endpoint, *adminKey}); !s.isOk()) {
+      SLOG_WARN("could not write the client config: {}", s.toString());
+    }
+  }
+  SLOG_INFO("stratus listening on {} (data dir {}, admin key in {})", endpoint, dir.string(),
+            (dir / "admin-key").string());
+  std::printf("stratus listening on %s\n", endpoint.c_str());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&stopSignals, &sig);
+  SLOG_INFO("{} received: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  gateway.stop(std::chrono::seconds(10));
+  invoker.shutdown();
+  worker.shutdown();
+  SLOG_INFO("stopped cleanly");
+  return 0;
+}
+
+void addUpCommand(CLI::App& app) {
+  auto options = std::make_shared<UpOptions>();
+  auto keepAliveSec = std::make_shared<int64_t>(600);
+  auto dataDir = std::make_shared<std::string>();
+  CLI::App* up = app.add_subcommand("up", "Run gateway, API, scheduler and worker in one process");
+  up->add_option("--listen", options->listen, "ADDR:PORT to serve HTTP on (port 0: any free port)")
+      ->capture_default_str();
+  up->add_option("--data-dir", *dataDir, "Directory for metadata, code, logs")->required();
+  up->add_option("--http-threads", options->httpThreads, "HTTP server threads")
+      ->capture_default_str();
+  up->add_option("--keep-alive", *keepAliveSec, "Seconds an idle instance is kept")
+      ->capture_default_str();
+  up->add_option("--log-level", options->logLevel, "debug | info | warn | error")
+      ->capture_default_str();
+  up->add_flag("!--no-client-config", options->writeClientConfig,
+               "Do not write the CLI's config file (endpoint and admin key)");
+  up->callback([options, keepAliveSec, dataDir] {
+    options->dataDir = *dataDir;
+    options->keepAlive = std::chrono::seconds(*keepAliveSec);
+    int rc = runUp(*options);
+    if (rc != 0) throw CLI::RuntimeError(rc);
+  });
+}
+
+}  // namespace stratus
