@@ -29,7 +29,7 @@ struct ZipLimits {
 };
 
 struct ImportedCode {
-  std::string sha256;        // of the zip bytes; the content address
+  std::string sha256;  // of the zip bytes; the content address
   int64_t zippedBytes = 0;
   int64_t unpackedBytes = 0;
   int64_t files = 0;
