@@ -16,6 +16,7 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 #include <string>
 
 #include "codepack/zip_import.h"
@@ -33,6 +34,7 @@ struct ApiOptions {
 class Api {
  public:
   Api(MetadataStore& store, CodeCache& code, Invoker& invoker, ApiOptions options = {});
+  ~Api();
 
   // "Authorization: Bearer <key>" -> the key's tenant; kUnauthenticated when missing or wrong.
   Result<std::string> authenticate(const HttpRequest& req);
@@ -49,6 +51,10 @@ class Api {
   CodeCache& code_;
   Invoker& invoker_;
   ApiOptions options_;
+  // Request handlers and the in-memory caches that keep SQLite off the warm invoke path
+  // (API key hash -> tenant, (tenant, name) -> spec). Defined in api_impl.h.
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 // {"code": <name>, "message": ...} with the HTTP status for status.code(); sets

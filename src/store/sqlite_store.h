@@ -4,12 +4,15 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include "store/store.h"
 
 struct sqlite3;
+struct sqlite3_stmt;
 
 namespace stratus {
 
@@ -30,8 +33,12 @@ class SqliteStore final : public MetadataStore {
 
  private:
   explicit SqliteStore(sqlite3* db) : db_(db) {}
+  // Returns the cached prepared statement for sql, reset and with bindings cleared.
+  Result<sqlite3_stmt*> statement(const char* sql);  // REQUIRES(mu_)
+
   std::mutex mu_;
-  sqlite3* db_;  // GUARDED_BY(mu_)
+  sqlite3* db_;                                                   // GUARDED_BY(mu_)
+  std::map<std::string, sqlite3_stmt*, std::less<>> statements_;  // GUARDED_BY(mu_)
 };
 
 }  // namespace stratus
