@@ -1,1 +1,1280 @@
-// placeholder: owner replaces
+#include "worker/worker.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "common/fs.h"
+#include "common/ids.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "runtime/custom_http.h"
+#include "runtime/protocol.h"
+#include "runtime/runtime.h"
+#include "worker/event_loop.h"
+
+namespace stratus {
+namespace {
+
+using runtime::FrameType;
+
+constexpr size_t kLogRingBytes = 64 << 10;
+constexpr size_t kLogTailBytes = 4 << 10;
+// After the runtime closes its socket (or a custom runtime drops a connection), how long to wait
+// for the pidfd to tell why before calling it a plain runtime exit.
+constexpr Duration kExitGrace = std::chrono::milliseconds(500);
+// Custom runtimes: how often to retry connecting to the port while the server starts.
+constexpr Duration kConnectRetry = std::chrono::milliseconds(3);
+
+int64_t micros(Duration d) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+}
+
+int64_t unixMillisNow() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string errorBody(std::string_view type, std::string_view message,
+                      const json::value* stackTrace = nullptr) {
+  json::object o;
+  o["errorType"] = type;
+  o["errorMessage"] = message;
+  if (stackTrace != nullptr && !stackTrace->is_null()) o["stackTrace"] = *stackTrace;
+  return json::serialize(o);
+}
+
+// Error body from a runtime's kError / kInitError meta.
+std::string errorBodyFromMeta(const json::object& meta, std::string_view defaultType) {
+  std::string type(defaultType), message;
+  if (auto* v = meta.if_contains("errorType"); v && v->is_string()) type = v->as_string();
+  if (auto* v = meta.if_contains("errorMessage"); v && v->is_string()) message = v->as_string();
+  return errorBody(type, message, meta.if_contains("stackTrace"));
+}
+
+std::string metaString(const json::object& meta, std::string_view key) {
+  if (auto* v = meta.if_contains(key); v && v->is_string()) return std::string(v->as_string());
+  return {};
+}
+
+bool validInstanceId(const std::string& id) {
+  if (id.empty() || id.size() > 48) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  });
+}
+
+// A path component made from a tenant or function name: never "/", "." or "..".
+std::string safeComponent(std::string s) {
+  if (s.empty()) s = "default";
+  for (char& c : s) {
+    if (c == '/' || c == '\0') c = '_';
+  }
+  if (s == "." || s == "..") s = "_" + s;
+  return s;
+}
+
+std::string describeExit(const ExitInfo& info) {
+  if (info.signal != 0) {
+    const char* name = sigabbrev_np(info.signal);
+    return "Runtime was killed by signal " + std::to_string(info.signal) +
+           (name ? std::string(" (SIG") + name + ")" : std::string());
+  }
+  return "Runtime exited with code " + std::to_string(info.exitCode);
+}
+
+// Runs tasks in order on one long-lived thread: sandboxes are created (PR_SET_PDEATHSIG is tied
+// to the creating thread) and destroyed (which may wait for a cgroup to empty) here, never on the
+// I/O thread.
+class TaskThread {
+ public:
+  TaskThread() : thread_([this] { run(); }) {}
+  ~TaskThread() { stopAndJoin(); }
+  void push(std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!stopping_) {
+        tasks_.push_back(std::move(fn));
+        fn = nullptr;
+      }
+    }
+    if (fn) {
+      fn();  // already stopped: run inline so cleanup is never skipped
+      return;
+    }
+    cv_.notify_one();
+  }
+  // Runs everything queued so far, then exits.
+  void stopAndJoin() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+  // Returns once every task pushed before this call has run.
+  void barrier() {
+    std::promise<void> p;
+    auto f = p.get_future();
+    push([&p] { p.set_value(); });
+    f.wait();
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
+        if (tasks_.empty()) return;
+        fn = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      fn();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;  // GUARDED_BY(mu_)
+  bool stopping_ = false;                    // GUARDED_BY(mu_)
+  std::thread thread_;
+};
+
+// One function's log file, shared by its instances. Appends are single write() calls on an
+// O_APPEND fd, so concurrent instances never overwrite each other.
+struct LogSink {
+  UniqueFd fd;
+  bool warned = false;
+};
+
+struct Call {
+  std::string requestId;
+  InvokeCallback done;
+  TimePoint start;
+  uint64_t logStart = 0;
+  bool wantLogTail = false;
+  EventLoop::TimerId timer = 0;
+  EventLoop::TimerId graceTimer = 0;
+  // Custom runtime: the request, kept to resend once when a reused keep-alive connection turns
+  // out to have been closed by the server.
+  std::string httpRequest;
+  bool resent = false;
+};
+
+// One HTTP connection to a custom runtime's server.
+struct HttpConn {
+  enum class Use { kProbe, kInit, kIdle, kCall };
+  UniqueFd fd;
+  bool connected = false;
+  bool reused = false;  // carried an earlier call: the server may have closed it meanwhile
+  Use use = Use::kProbe;
+  std::string requestId;  // kCall
+  std::string out;
+  size_t outOff = 0;
+  runtime::HttpResponseParser parser;
+};
+
+enum class State { kCreating, kStarting, kReady, kDead };
+
+struct Instance {
+  std::string id;
+  FunctionSpec fn;
+  bool custom = false;
+  std::filesystem::path dir;  // <stateDir>/<id>
+  State state = State::kCreating;
+  std::atomic<bool> cancelled{false};  // read by the spawner: skip creating it
+  std::function<void(Result<InstanceReady>)> startDone;
+  TimePoint createStart;
+  EventLoop::TimerId startTimer = 0;
+  EventLoop::TimerId connectTimer = 0;
+  EventLoop::TimerId eofTimer = 0;
+
+  std::unique_ptr<Sandbox> sandbox;
+  bool pidFdWatched = false;
+  UniqueFd listenFd;
+  UniqueFd conn;
+  UniqueFd outPipe;
+  UniqueFd errPipe;
+
+  // Frame protocol.
+  bool gotHello = false;
+  runtime::FrameDecoder decoder;
+  std::string out;
+  size_t outOff = 0;
+  bool writeArmed = false;
+
+  // Custom runtime.
+  std::vector<std::unique_ptr<HttpConn>> http;
+
+  std::map<std::string, Call> calls;
+
+  // Logs.
+  std::shared_ptr<LogSink> log;
+  std::string ring = std::string(kLogRingBytes, '\0');
+  uint64_t logTotal = 0;  // bytes ever written by this instance
+};
+
+// What the spawner hands back to the loop (shared_ptr: std::function needs copyable captures).
+struct Created {
+  Status status;
+  std::unique_ptr<Sandbox> sandbox;
+  UniqueFd listenFd, outPipe, errPipe;
+  std::shared_ptr<LogSink> log;
+  TimePoint createStart;
+};
+
+}  // namespace
+
+class Worker::Impl {
+ public:
+  Impl(WorkerOptions options, SandboxBackend& backend, const Clock& clock)
+      : options_(std::move(options)), backend_(backend), clock_(clock) {
+    auto loop = EventLoop::create(clock_);
+    if (!loop.isOk()) {
+      initStatus_ = loop.status();
+      return;
+    }
+    loop_ = std::move(loop).value();
+    loop_->start();
+    spawner_ = std::make_unique<TaskThread>();
+    accepting_ = true;
+  }
+
+  ~Impl() { shutdown(); }
+
+  void startInstance(const std::string& id, const FunctionSpec& fn,
+                     const std::filesystem::path& codeDir,
+                     std::function<void(Result<InstanceReady>)> done) {
+    if (!accepting_) {
+      done(initStatus_.isOk() ? Status(Code::kAborted, "worker is shut down") : initStatus_);
+      return;
+    }
+    if (!validInstanceId(id)) {
+      done(invalidArgument("instance id '" + id + "' must be 1-48 characters of [a-z0-9-]"));
+      return;
+    }
+    loop_->post([this, id, fn, codeDir, done = std::move(done)]() mutable {
+      startOnLoop(id, fn, codeDir, std::move(done));
+    });
+  }
+
+  void invoke(const std::string& id, InvokeRequest req, InvokeCallback done) {
+    if (!accepting_) {
+      InvokeResult r;
+      r.status = Status(Code::kAborted, "worker is shut down");
+      r.instanceId = id;
+      done(std::move(r));
+      return;
+    }
+    loop_->post([this, id, req = std::move(req), done = std::move(done)]() mutable {
+      invokeOnLoop(id, std::move(req), std::move(done));
+    });
+  }
+
+  void stopInstance(const std::string& id) {
+    if (!accepting_) return;
+    loop_->post([this, id] {
+      auto it = instances_.find(id);
+      if (it == instances_.end()) return;
+      abortInstance(it->second, "instance " + id + " was stopped");
+    });
+  }
+
+  void setLostHandler(std::function<void(const std::string&, Status)> h) {
+    std::lock_guard<std::mutex> lock(lostMu_);
+    lostHandler_ = std::move(h);
+  }
+
+  size_t instanceCount() const { return count_.load(); }
+
+  void shutdown() {
+    std::lock_guard<std::mutex> lock(shutdownMu_);
+    if (shutDown_) return;
+    shutDown_ = true;
+    accepting_ = false;
+    if (!loop_) return;
+    assert(!loop_->inLoopThread() && "Worker::shutdown() called from a worker callback");
+    // 1. Abort every instance (starting ones get done(kAborted)); their sandboxes go to the
+    //    spawner for destruction.
+    runOnLoopAndWait([this] {
+      shuttingDown_ = true;
+      std::vector<std::shared_ptr<Instance>> all;
+      for (auto& [id, inst] : instances_) all.push_back(inst);
+      for (auto& inst : all) abortInstance(inst, "worker is shutting down");
+    });
+    // 2. Creations already queued or running finish (cancelled ones are skipped) and post their
+    //    outcome to the loop, which 3. hands any sandbox made meanwhile back for destruction.
+    spawner_->barrier();
+    runOnLoopAndWait([] {});
+    // 4. Destroy everything, then stop the threads.
+    spawner_->stopAndJoin();
+    loop_->stop();
+    std::lock_guard<std::mutex> logLock(logMu_);
+    logSinks_.clear();
+  }
+
+ private:
+  using InstancePtr = std::shared_ptr<Instance>;
+
+  void runOnLoopAndWait(std::function<void()> fn) {
+    std::promise<void> p;
+    auto f = p.get_future();
+    loop_->post([&] {
+      fn();
+      p.set_value();
+    });
+    f.wait();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Start.
+
+  void startOnLoop(const std::string& id, const FunctionSpec& fn,
+                   const std::filesystem::path& codeDir,
+                   std::function<void(Result<InstanceReady>)> done) {
+    if (shuttingDown_) {
+      done(Status(Code::kAborted, "worker is shutting down"));
+      return;
+    }
+    if (instances_.count(id) != 0) {
+      done(alreadyExists("instance " + id + " already exists"));
+      return;
+    }
+    auto inst = std::make_shared<Instance>();
+    inst->id = id;
+    inst->fn = fn;
+    inst->custom = runtime::kindOf(fn.runtime) == runtime::Kind::kCustomHttp;
+    inst->dir = options_.stateDir / id;
+    inst->startDone = std::move(done);
+    instances_[id] = inst;
+    count_ = instances_.size();
+    spawner_->push([this, inst, codeDir] { createOnSpawner(inst, codeDir); });
+  }
+
+  // Spawner thread. Touches only inst's immutable fields and `cancelled`.
+  void createOnSpawner(const InstancePtr& inst, const std::filesystem::path& codeDir) {
+    if (inst->cancelled) return;
+    auto created = std::make_shared<Created>();
+    created->status = prepareAndCreate(*inst, codeDir, *created);
+    if (!created->status.isOk()) {
+      created->sandbox.reset();
+      (void)removeTree(inst->dir);
+    }
+    loop_->post([this, inst, created] { onCreated(inst, *created); });
+  }
+
+  Status prepareAndCreate(const Instance& inst, const std::filesystem::path& codeDir,
+                          Created& out) {
+    const FunctionSpec& fn = inst.fn;
+    RETURN_IF_ERROR(makeDirs(inst.dir, 0755));
+    if (!inst.custom) {
+      UniqueFd ls(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      if (!ls) return Status::fromErrno(errno, "socket for instance " + inst.id);
+      sockaddr_un addr{};
+      addr.sun_family = AF_UNIX;
+      const std::string path = (inst.dir / "rt.sock").string();
+      if (path.size() >= sizeof addr.sun_path) {
+        return invalidArgument("runtime socket path too long: " + path);
+      }
+      std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+      if (::bind(ls.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        return Status::fromErrno(errno, "bind " + path);
+      }
+      // The runtime runs as nobody (65534) and must be able to connect.
+      if (::chmod(path.c_str(), 0666) != 0) return Status::fromErrno(errno, "chmod " + path);
+      if (::listen(ls.get(), 4) != 0) return Status::fromErrno(errno, "listen " + path);
+      out.listenFd = std::move(ls);
+    }
+    int outP[2], errP[2];
+    if (::pipe2(outP, O_CLOEXEC) != 0) return Status::fromErrno(errno, "pipe for stdout");
+    UniqueFd outR(outP[0]), outW(outP[1]);
+    if (::pipe2(errP, O_CLOEXEC) != 0) return Status::fromErrno(errno, "pipe for stderr");
+    UniqueFd errR(errP[0]), errW(errP[1]);
+    ::fcntl(outR.get(), F_SETFL, O_NONBLOCK);
+    ::fcntl(errR.get(), F_SETFL, O_NONBLOCK);
+
+    ASSIGN_OR_RETURN(out.log, logSinkFor(fn));
+
+    SandboxSpec spec;
+    spec.id = inst.id;
+    spec.argv = runtime::commandFor(fn);
+    spec.env = runtime::environmentFor(fn);
+    spec.codeDir = codeDir;
+    spec.mounts.push_back(
+        BindMount{options_.runtimeAssetsDir, std::string(runtime::kAssetsMountPoint), true});
+    if (!inst.custom) {
+      spec.mounts.push_back(BindMount{inst.dir, std::string(runtime::kSocketMountPoint), false});
+    }
+    spec.memoryBytes = int64_t{fn.memoryMb} << 20;
+    spec.tmpfsBytes = options_.tmpfsBytes;
+    spec.pidsMax = options_.pidsMax;
+    // 1024 shares per GB of memory, like Lambda's CPU-proportional-to-memory model.
+    spec.cpuShares = std::max<int64_t>(128, fn.memoryMb);
+    spec.stdoutFd = outW.get();
+    spec.stderrFd = errW.get();
+    out.createStart = clock_.now();
+    auto sb = backend_.create(spec);
+    if (!sb.isOk()) return sb.status().withContext("create sandbox for instance " + inst.id);
+    out.sandbox = std::move(sb).value();
+    out.outPipe = std::move(outR);
+    out.errPipe = std::move(errR);
+    return Status::ok();
+  }
+
+  Result<std::shared_ptr<LogSink>> logSinkFor(const FunctionSpec& fn) {
+    const std::string tenant = safeComponent(fn.tenant);
+    const std::string name = safeComponent(fn.name);
+    const std::string key = tenant + "/" + name;
+    std::lock_guard<std::mutex> lock(logMu_);
+    auto it = logSinks_.find(key);
+    if (it != logSinks_.end()) {
+      if (auto sink = it->second.lock()) return sink;
+    }
+    const auto dir = options_.logDir / tenant;
+    RETURN_IF_ERROR(makeDirs(dir, 0755));
+    const auto path = dir / (name + ".log");
+    auto sink = std::make_shared<LogSink>();
+    sink->fd.reset(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
+    if (!sink->fd) return Status::fromErrno(errno, "open log " + path.string());
+    logSinks_[key] = sink;
+    return sink;
+  }
+
+  void onCreated(const InstancePtr& inst, Created& c) {
+    if (inst->state == State::kDead) {  // stopped while being created
+      destroyLater(std::move(c.sandbox), inst->dir);
+      return;
+    }
+    if (!c.status.isOk()) {
+      auto done = std::move(inst->startDone);
+      inst->state = State::kDead;
+      instances_.erase(inst->id);
+      count_ = instances_.size();
+      done(c.status);
+      return;
+    }
+    inst->sandbox = std::move(c.sandbox);
+    inst->listenFd = std::move(c.listenFd);
+    inst->outPipe = std::move(c.outPipe);
+    inst->errPipe = std::move(c.errPipe);
+    inst->log = std::move(c.log);
+    inst->createStart = c.createStart;
+    inst->state = State::kStarting;
+    std::weak_ptr<Instance> weak = inst;
+
+    Status st = loop_->add(inst->sandbox->pidFd(), EPOLLIN, [this, weak](uint32_t) {
+      if (auto i = weak.lock()) onProcessExit(i);
+    });
+    if (!st.isOk()) return failStart(inst, st);
+    inst->pidFdWatched = true;
+    for (UniqueFd* p : {&inst->outPipe, &inst->errPipe}) {
+      const int fd = p->get();
+      st = loop_->add(fd, EPOLLIN, [this, weak, p](uint32_t) {
+        if (auto i = weak.lock()) readPipe(*i, *p);
+      });
+      if (!st.isOk()) return failStart(inst, st);
+    }
+
+    const Duration initBudget =
+        std::chrono::seconds(inst->fn.initializationTimeoutSec) + options_.startBudget;
+    if (inst->custom) {
+      inst->startTimer = loop_->addTimerAfter(initBudget, [this, weak] {
+        if (auto i = weak.lock()) onStartTimeout(i);
+      });
+      connectProbe(inst);
+      return;
+    }
+    st = loop_->add(inst->listenFd.get(), EPOLLIN, [this, weak](uint32_t) {
+      if (auto i = weak.lock()) onAccept(i);
+    });
+    if (!st.isOk()) return failStart(inst, st);
+    inst->startTimer = loop_->addTimer(inst->createStart + options_.startBudget, [this, weak] {
+      if (auto i = weak.lock()) onStartTimeout(i);
+    });
+  }
+
+  void onStartTimeout(const InstancePtr& inst) {
+    inst->startTimer = 0;
+    if (inst->state != State::kStarting) return;
+    std::string msg;
+    if (!inst->custom && !inst->gotHello) {
+      msg =
+          "Runtime did not start within " + std::to_string(toMillis(options_.startBudget)) + " ms";
+    } else {
+      msg = "Initialization did not finish within " +
+            std::to_string(inst->fn.initializationTimeoutSec) + " seconds";
+    }
+    failStart(inst, Status(Code::kFailedPrecondition, errorBody("Runtime.InitTimeout", msg)));
+  }
+
+  void failStart(const InstancePtr& inst, Status st) {
+    auto done = std::move(inst->startDone);
+    teardown(inst);
+    if (done) done(std::move(st));
+  }
+
+  void markReady(const InstancePtr& inst) {
+    if (inst->startTimer != 0) loop_->cancelTimer(inst->startTimer);
+    inst->startTimer = 0;
+    inst->state = State::kReady;
+    InstanceReady ready;
+    ready.initDurationUs = micros(clock_.now() - inst->createStart);
+    auto done = std::move(inst->startDone);
+    if (done) done(ready);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Frame protocol connection.
+
+  void onAccept(const InstancePtr& inst) {
+    UniqueFd c(::accept4(inst->listenFd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!c) {
+      if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
+      return failStart(inst, Status::fromErrno(errno, "accept runtime connection of " + inst->id));
+    }
+    // One runtime, one connection: nobody else may connect later.
+    loop_->remove(inst->listenFd.get());
+    inst->listenFd.reset();
+    inst->conn = std::move(c);
+    std::weak_ptr<Instance> weak = inst;
+    Status st = loop_->add(inst->conn.get(), EPOLLIN | EPOLLRDHUP, [this, weak](uint32_t ev) {
+      if (auto i = weak.lock()) onConnEvent(i, ev);
+    });
+    if (!st.isOk()) failStart(inst, st);
+  }
+
+  void onConnEvent(const InstancePtr& inst, uint32_t ev) {
+    if (ev & EPOLLOUT) {
+      if (!flush(inst)) return onRuntimeEof(inst);
+    }
+    if (!(ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))) return;
+    char buf[64 << 10];
+    bool eof = false;
+    for (;;) {
+      ssize_t n = ::read(inst->conn.get(), buf, sizeof buf);
+      if (n > 0) {
+        inst->decoder.feed(std::string_view(buf, static_cast<size_t>(n)));
+        if (static_cast<size_t>(n) < sizeof buf) break;
+        continue;
+      }
+      if (n == 0) {
+        eof = true;
+        break;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) eof = true;
+      break;
+    }
+    for (;;) {
+      if (inst->state == State::kDead) return;
+      runtime::Frame frame;
+      auto r = inst->decoder.next(frame);
+      if (!r.isOk()) {
+        SLOG_WARN("instance {}: {}", inst->id, r.status().message());
+        return instanceFailed(inst, "RuntimeExited",
+                              "Runtime broke the protocol: " + r.status().message());
+      }
+      if (!r.value()) break;
+      handleFrame(inst, frame);
+    }
+    if (eof && inst->state != State::kDead) onRuntimeEof(inst);
+  }
+
+  void handleFrame(const InstancePtr& inst, runtime::Frame& f) {
+    switch (f.type) {
+      case FrameType::kHello: {
+        if (inst->state != State::kStarting || inst->gotHello) break;
+        inst->gotHello = true;
+        const FunctionSpec& fn = inst->fn;
+        json::object meta;
+        meta["handler"] = fn.handler;
+        meta["codeDir"] = "/code";
+        meta["functionName"] = fn.name;
+        meta["memoryMb"] = fn.memoryMb;
+        meta["timeoutSec"] = fn.timeoutSec;
+        meta["initializer"] = fn.initializer;
+        json::object env;
+        for (const auto& [k, v] : fn.environmentVariables) env[k] = v;
+        meta["env"] = std::move(env);
+        send(inst, runtime::encodeFrame(FrameType::kLoad, meta));
+        if (inst->state != State::kStarting) return;
+        loop_->cancelTimer(inst->startTimer);
+        std::weak_ptr<Instance> weak = inst;
+        inst->startTimer = loop_->addTimerAfter(
+            std::chrono::seconds(fn.initializationTimeoutSec) + options_.startBudget, [this, weak] {
+              if (auto i = weak.lock()) onStartTimeout(i);
+            });
+        break;
+      }
+      case FrameType::kReady:
+        if (inst->state == State::kStarting && inst->gotHello) markReady(inst);
+        break;
+      case FrameType::kInitError:
+        if (inst->state == State::kStarting) {
+          drainPipes(*inst);
+          failStart(inst, Status(Code::kFailedPrecondition,
+                                 errorBodyFromMeta(f.meta, "Runtime.InitError")));
+        }
+        break;
+      case FrameType::kResult:
+      case FrameType::kError: {
+        const std::string rid = metaString(f.meta, "requestId");
+        auto it = inst->calls.find(rid);
+        if (it == inst->calls.end()) break;  // timed out meanwhile
+        InvokeResult r;
+        if (f.type == FrameType::kResult) {
+          r.body = std::move(f.body);
+        } else {
+          bool handled = false;
+          if (auto* h = f.meta.if_contains("handled"); h && h->is_bool()) handled = h->as_bool();
+          r.functionError = handled ? FunctionErrorKind::kHandled : FunctionErrorKind::kUnhandled;
+          r.body = errorBodyFromMeta(f.meta, "Error");
+        }
+        completeCall(inst, rid, std::move(r));
+        break;
+      }
+      default:
+        SLOG_WARN("instance {}: unexpected frame type {}", inst->id, static_cast<int>(f.type));
+    }
+  }
+
+  void send(const InstancePtr& inst, std::string bytes) {
+    if (!inst->conn) return;
+    if (inst->outOff == inst->out.size()) {
+      inst->out.clear();
+      inst->outOff = 0;
+    }
+    inst->out.append(bytes);
+    if (!flush(inst)) onRuntimeEof(inst);
+  }
+
+  // Writes what it can; arms EPOLLOUT for the rest. False when the connection is broken.
+  bool flush(const InstancePtr& inst) {
+    while (inst->outOff < inst->out.size()) {
+      ssize_t n = ::send(inst->conn.get(), inst->out.data() + inst->outOff,
+                         inst->out.size() - inst->outOff, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        inst->outOff += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) break;
+      return false;
+    }
+    const bool pending = inst->outOff < inst->out.size();
+    if (pending != inst->writeArmed) {
+      inst->writeArmed = pending;
+      (void)loop_->modify(inst->conn.get(),
+                          EPOLLIN | EPOLLRDHUP | (pending ? uint32_t{EPOLLOUT} : 0u));
+    }
+    if (!pending) {
+      inst->out.clear();
+      inst->outOff = 0;
+    }
+    return true;
+  }
+
+  // The runtime closed its socket: it is exiting. Give the pidfd a moment to say why.
+  void onRuntimeEof(const InstancePtr& inst) {
+    if (inst->conn) {
+      loop_->remove(inst->conn.get());
+      inst->conn.reset();
+    }
+    if (inst->eofTimer != 0 || inst->state == State::kDead) return;
+    std::weak_ptr<Instance> weak = inst;
+    inst->eofTimer = loop_->addTimerAfter(kExitGrace, [this, weak] {
+      auto i = weak.lock();
+      if (!i) return;
+      i->eofTimer = 0;
+      if (i->state != State::kDead) {
+        instanceFailed(i, "RuntimeExited", "Runtime closed its connection to the worker");
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Custom runtime (HTTP).
+
+  void connectProbe(const InstancePtr& inst) {
+    inst->connectTimer = 0;
+    if (inst->state != State::kStarting) return;
+    auto fd = inst->sandbox->connectTcp(static_cast<uint16_t>(inst->fn.customRuntimeConfig.port));
+    if (!fd.isOk()) {
+      return failStart(inst, fd.status().withContext("connect to custom runtime of " + inst->id));
+    }
+    auto c = std::make_unique<HttpConn>();
+    c->fd = std::move(fd).value();
+    c->use = HttpConn::Use::kProbe;
+    addHttpConn(inst, std::move(c));
+  }
+
+  HttpConn* addHttpConn(const InstancePtr& inst, std::unique_ptr<HttpConn> c) {
+    HttpConn* raw = c.get();
+    std::weak_ptr<Instance> weak = inst;
+    Status st =
+        loop_->add(raw->fd.get(), EPOLLIN | EPOLLOUT | EPOLLRDHUP, [this, weak, raw](uint32_t ev) {
+          if (auto i = weak.lock()) onHttpEvent(i, raw, ev);
+        });
+    if (!st.isOk()) {
+      SLOG_WARN("instance {}: {}", inst->id, st.toString());
+      return nullptr;
+    }
+    inst->http.push_back(std::move(c));
+    return raw;
+  }
+
+  void closeHttpConn(Instance& inst, HttpConn* c) {
+    loop_->remove(c->fd.get());
+    auto it = std::find_if(inst.http.begin(), inst.http.end(),
+                           [c](const auto& p) { return p.get() == c; });
+    if (it != inst.http.end()) inst.http.erase(it);
+  }
+
+  void onHttpEvent(const InstancePtr& inst, HttpConn* c, uint32_t ev) {
+    if (!c->connected) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      if (::getsockopt(c->fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+      if (err == 0 && !(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+      if (err != 0 || (ev & (EPOLLERR | EPOLLHUP))) {
+        return httpConnFailed(inst, c, err != 0 ? err : ECONNRESET);
+      }
+      c->connected = true;
+      if (c->use == HttpConn::Use::kProbe) {
+        if (inst->fn.initializer.empty()) {
+          c->use = HttpConn::Use::kIdle;
+          (void)loop_->modify(c->fd.get(), EPOLLIN | EPOLLRDHUP);
+          markReady(inst);
+          return;
+        }
+        c->use = HttpConn::Use::kInit;
+        std::map<std::string, std::string> h = fcHeaders(inst->fn, newRequestId());
+        h["x-fc-function-initializer"] = inst->fn.initializer;
+        h["x-fc-initialization-timeout"] = std::to_string(inst->fn.initializationTimeoutSec);
+        c->out = runtime::buildHttpRequest("POST", "/initialize", h, "");
+      }
+    }
+    if (c->outOff < c->out.size()) {
+      while (c->outOff < c->out.size()) {
+        ssize_t n = ::send(c->fd.get(), c->out.data() + c->outOff, c->out.size() - c->outOff,
+                           MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+          c->outOff += static_cast<size_t>(n);
+        } else if (n < 0 && errno == EINTR) {
+          continue;
+        } else if (n < 0 && errno == EAGAIN) {
+          break;
+        } else {
+          return httpConnFailed(inst, c, n < 0 ? errno : EPIPE);
+        }
+      }
+      if (c->outOff == c->out.size()) {
+        c->out.clear();
+        c->outOff = 0;
+        (void)loop_->modify(c->fd.get(), EPOLLIN | EPOLLRDHUP);
+      } else {
+        (void)loop_->modify(c->fd.get(), EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+      }
+    } else if (ev & EPOLLOUT) {
+      (void)loop_->modify(c->fd.get(), EPOLLIN | EPOLLRDHUP);
+    }
+    if (!(ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))) return;
+    char buf[64 << 10];
+    for (;;) {
+      ssize_t n = ::read(c->fd.get(), buf, sizeof buf);
+      if (n > 0) {
+        if (c->use == HttpConn::Use::kIdle) {  // unsolicited bytes: drop the connection
+          return closeHttpConn(*inst, c);
+        }
+        auto r = c->parser.feed(std::string_view(buf, static_cast<size_t>(n)));
+        if (!r.isOk()) return httpConnFailed(inst, c, EPROTO);
+        if (r.value()) return onHttpResponse(inst, c);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return;
+      // EOF or error before a whole response.
+      if (c->use == HttpConn::Use::kIdle) return closeHttpConn(*inst, c);
+      return httpConnFailed(inst, c, n < 0 ? errno : ECONNRESET);
+    }
+  }
+
+  std::map<std::string, std::string> fcHeaders(const FunctionSpec& fn, const std::string& rid) {
+    return {
+        {"x-fc-request-id", rid},
+        {"x-fc-function-name", fn.name},
+        {"x-fc-function-memory", std::to_string(fn.memoryMb)},
+        {"x-fc-function-timeout", std::to_string(fn.timeoutSec)},
+        {"x-fc-function-handler", fn.handler},
+        {"content-type", "application/octet-stream"},
+    };
+  }
+
+  void onHttpResponse(const InstancePtr& inst, HttpConn* c) {
+    const auto& hdrs = c->parser.headers();
+    auto conn = hdrs.find("connection");
+    const bool keepAlive = conn == hdrs.end() || conn->second != "close";
+    if (c->use == HttpConn::Use::kInit) {
+      const int status = c->parser.status();
+      if (status / 100 != 2) {
+        std::string msg = "Initializer failed with HTTP status " + std::to_string(status);
+        if (!c->parser.body().empty()) msg += ": " + c->parser.body().substr(0, 1024);
+        return failStart(inst,
+                         Status(Code::kFailedPrecondition, errorBody("Runtime.InitError", msg)));
+      }
+      c->parser.reset();
+      c->use = HttpConn::Use::kIdle;
+      if (!keepAlive) closeHttpConn(*inst, c);
+      return markReady(inst);
+    }
+    if (c->use != HttpConn::Use::kCall) return closeHttpConn(*inst, c);
+    InvokeResult r;
+    r.httpStatus = c->parser.status();
+    r.headers = c->parser.headers();
+    r.body = c->parser.body();
+    const std::string rid = std::move(c->requestId);
+    c->parser.reset();
+    c->use = HttpConn::Use::kIdle;
+    c->requestId.clear();
+    if (!keepAlive) closeHttpConn(*inst, c);
+    completeCall(inst, rid, std::move(r));
+  }
+
+  void httpConnFailed(const InstancePtr& inst, HttpConn* c, int err) {
+    const HttpConn::Use use = c->use;
+    const bool reused = c->reused;
+    const std::string rid = c->requestId;
+    closeHttpConn(*inst, c);
+    if (use == HttpConn::Use::kProbe) {
+      if (inst->state != State::kStarting) return;
+      // Not listening yet: try again shortly (the pidfd ends this if the process died).
+      std::weak_ptr<Instance> weak = inst;
+      inst->connectTimer = loop_->addTimerAfter(kConnectRetry, [this, weak] {
+        if (auto i = weak.lock()) connectProbe(i);
+      });
+      return;
+    }
+    if (use == HttpConn::Use::kInit) {
+      return failStart(inst, Status(Code::kFailedPrecondition,
+                                    errorBody("Runtime.InitError",
+                                              std::string("Connection to the runtime failed "
+                                                          "during the initializer: ") +
+                                                  strerrorname_np(err))));
+    }
+    if (use != HttpConn::Use::kCall) return;
+    auto it = inst->calls.find(rid);
+    if (it == inst->calls.end()) return;
+    if (reused && !it->second.resent && inst->state == State::kReady) {
+      it->second.resent = true;
+      return sendCustomCall(inst, rid);
+    }
+    // If the process is dying the pidfd will fire within the grace period and fail the call as
+    // a crash; otherwise the server just dropped the connection.
+    std::weak_ptr<Instance> weak = inst;
+    it->second.graceTimer = loop_->addTimerAfter(kExitGrace, [this, weak, rid, err] {
+      auto i = weak.lock();
+      if (!i || i->state == State::kDead) return;
+      auto ci = i->calls.find(rid);
+      if (ci == i->calls.end()) return;
+      ci->second.graceTimer = 0;
+      InvokeResult r;
+      r.status = unavailable("connection to the custom runtime of instance " + i->id +
+                             " failed: " + strerrorname_np(err));
+      completeCall(i, rid, std::move(r));
+    });
+  }
+
+  void sendCustomCall(const InstancePtr& inst, const std::string& rid) {
+    auto ci = inst->calls.find(rid);
+    if (ci == inst->calls.end()) return;
+    HttpConn* c = nullptr;
+    for (auto& p : inst->http) {
+      if (p->use == HttpConn::Use::kIdle && p->connected) {
+        c = p.get();
+        break;
+      }
+    }
+    if (c == nullptr) {
+      auto fd = inst->sandbox->connectTcp(static_cast<uint16_t>(inst->fn.customRuntimeConfig.port));
+      if (!fd.isOk()) {
+        InvokeResult r;
+        r.status = fd.status().withContext("connect to custom runtime of " + inst->id);
+        return completeCall(inst, rid, std::move(r));
+      }
+      auto nc = std::make_unique<HttpConn>();
+      nc->fd = std::move(fd).value();
+      nc->use = HttpConn::Use::kCall;
+      c = addHttpConn(inst, std::move(nc));
+      if (c == nullptr) {
+        InvokeResult r;
+        r.status = internalError("cannot watch a connection to the custom runtime");
+        return completeCall(inst, rid, std::move(r));
+      }
+    }
+    c->reused = c->use == HttpConn::Use::kIdle;
+    c->use = HttpConn::Use::kCall;
+    c->requestId = rid;
+    c->out = ci->second.httpRequest;
+    c->outOff = 0;
+    if (c->connected)
+      onHttpEvent(inst, c, EPOLLOUT);
+    else
+      (void)loop_->modify(c->fd.get(), EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Calls.
+
+  void invokeOnLoop(const std::string& id, InvokeRequest req, InvokeCallback done) {
+    InvokeResult r;
+    r.instanceId = id;
+    auto it = instances_.find(id);
+    if (it == instances_.end() || it->second->state == State::kDead) {
+      r.status = unavailable("instance " + id + " is gone");
+      r.instanceLost = true;
+      return done(std::move(r));
+    }
+    InstancePtr inst = it->second;
+    if (inst->state != State::kReady) {
+      r.status = Status(Code::kFailedPrecondition, "instance " + id + " is not ready yet");
+      return done(std::move(r));
+    }
+    if (req.requestId.empty()) req.requestId = newRequestId();
+    const std::string rid = req.requestId;
+    if (inst->calls.count(rid) != 0) {
+      r.status = invalidArgument("request " + rid + " is already running on instance " + id);
+      return done(std::move(r));
+    }
+    Call& call = inst->calls[rid];
+    call.requestId = rid;
+    call.done = std::move(done);
+    call.start = clock_.now();
+    call.logStart = inst->logTotal;
+    call.wantLogTail = req.wantLogTail;
+    std::weak_ptr<Instance> weak = inst;
+    call.timer = loop_->addTimerAfter(std::chrono::seconds(inst->fn.timeoutSec), [this, weak, rid] {
+      if (auto i = weak.lock()) onCallTimeout(i, rid);
+    });
+    if (inst->custom) {
+      auto h = fcHeaders(inst->fn, rid);
+      for (const auto& [k, v] : req.headers) {
+        if (k != "x-fc-request-id") h[k] = v;
+      }
+      call.httpRequest = runtime::buildHttpRequest("POST", "/invoke", h, req.payload);
+      return sendCustomCall(inst, rid);
+    }
+    json::object meta;
+    meta["requestId"] = rid;
+    meta["deadlineMs"] = unixMillisNow() + int64_t{inst->fn.timeoutSec} * 1000;
+    meta["functionName"] = inst->fn.name;
+    meta["memoryMb"] = inst->fn.memoryMb;
+    send(inst, runtime::encodeFrame(FrameType::kInvoke, meta, req.payload));
+  }
+
+  // Finishes one call with r's outcome/body; fills the accounting.
+  void completeCall(const InstancePtr& inst, const std::string& rid, InvokeResult r) {
+    auto it = inst->calls.find(rid);
+    if (it == inst->calls.end()) return;
+    Call call = std::move(it->second);
+    inst->calls.erase(it);
+    if (call.timer != 0) loop_->cancelTimer(call.timer);
+    if (call.graceTimer != 0) loop_->cancelTimer(call.graceTimer);
+    fillAccounting(*inst, call, r);
+    call.done(std::move(r));
+  }
+
+  void fillAccounting(Instance& inst, const Call& call, InvokeResult& r) {
+    r.instanceId = inst.id;
+    r.durationUs = micros(clock_.now() - call.start);
+    if (inst.sandbox) r.memoryPeakBytes = inst.sandbox->usage().memoryPeakBytes;
+    if (call.wantLogTail) {
+      // The runtime writes its log lines before the result frame; take what is in the pipes.
+      drainPipes(inst);
+      r.logTail = logTail(inst, call.logStart);
+    }
+  }
+
+  void onCallTimeout(const InstancePtr& inst, const std::string& rid) {
+    auto it = inst->calls.find(rid);
+    if (it == inst->calls.end() || inst->state == State::kDead) return;
+    it->second.timer = 0;
+    const std::string msg =
+        "Function timed out after " + std::to_string(inst->fn.timeoutSec) + " seconds";
+    // The timed-out call first, then recycle the instance: the handler may still be running.
+    Call call = std::move(it->second);
+    inst->calls.erase(it);
+    InvokeResult r;
+    r.functionError = FunctionErrorKind::kUnhandled;
+    r.body = errorBody("FunctionTimeout", msg);
+    r.instanceLost = true;
+    fillAccounting(*inst, call, r);
+    instanceFailed(inst, "RuntimeExited",
+                   "The instance was recycled after another call on it timed out",
+                   Status(Code::kDeadlineExceeded, "instance " + inst->id + ": " + msg));
+    call.done(std::move(r));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Death.
+
+  void onProcessExit(const InstancePtr& inst) {
+    if (inst->state == State::kDead) return;
+    auto r = inst->sandbox->pollExit();
+    if (r.isOk() && !r.value().has_value()) return;  // spurious wake-up
+    ExitInfo info;
+    if (r.isOk()) info = *r.value();
+    // The pidfd stays readable once the process has gone; stop watching it.
+    loop_->remove(inst->sandbox->pidFd());
+    inst->pidFdWatched = false;
+    const bool oom = info.oomKilled || inst->sandbox->oomKilled();
+    drainPipes(*inst);
+    if (inst->state == State::kStarting) {
+      std::string msg = oom ? "Runtime exceeded the memory limit of " +
+                                  std::to_string(inst->fn.memoryMb) + " MB during initialization"
+                            : describeExit(info) + " during initialization";
+      return failStart(inst, Status(Code::kFailedPrecondition,
+                                    errorBody(oom ? "OutOfMemory" : "Runtime.ExitError", msg)));
+    }
+    if (oom) {
+      const std::string msg = "Function exceeded its memory limit of " +
+                              std::to_string(inst->fn.memoryMb) + " MB and was killed";
+      return instanceFailed(inst, "OutOfMemory", msg,
+                            Status(Code::kOutOfMemory, "instance " + inst->id + ": " + msg));
+    }
+    instanceFailed(inst, "RuntimeExited", describeExit(info));
+  }
+
+  // The instance is unusable: every call in flight gets errorType/msg as a function error, the
+  // instance is torn down, the lost handler hears `cause` (kUnavailable with msg by default).
+  void instanceFailed(const InstancePtr& inst, const std::string& errorType, const std::string& msg,
+                      std::optional<Status> cause = std::nullopt) {
+    if (inst->state == State::kDead) return;
+    if (inst->state != State::kReady) {  // still starting: that is a start failure
+      return failStart(
+          inst,
+          Status(Code::kFailedPrecondition,
+                 errorBody(errorType == "RuntimeExited" ? "Runtime.ExitError" : errorType, msg)));
+    }
+    drainPipes(*inst);
+    std::vector<std::pair<InvokeCallback, InvokeResult>> out;
+    for (auto& [rid, call] : inst->calls) {
+      InvokeResult r;
+      r.functionError = FunctionErrorKind::kUnhandled;
+      r.body = errorBody(errorType, msg);
+      r.instanceLost = true;
+      fillAccounting(*inst, call, r);
+      out.emplace_back(std::move(call.done), std::move(r));
+    }
+    inst->calls.clear();
+    teardown(inst);
+    Status st = cause ? *cause : unavailable("instance " + inst->id + ": " + msg);
+    std::function<void(const std::string&, Status)> lost;
+    {
+      std::lock_guard<std::mutex> lock(lostMu_);
+      lost = lostHandler_;
+    }
+    if (lost) lost(inst->id, st);
+    for (auto& [done, r] : out) done(std::move(r));
+  }
+
+  // stopInstance / shutdown: no lost handler; calls fail with kAborted.
+  void abortInstance(const InstancePtr& inst, const std::string& why) {
+    if (inst->state == State::kDead) return;
+    inst->cancelled = true;
+    auto startDone = std::move(inst->startDone);
+    std::vector<std::pair<InvokeCallback, InvokeResult>> out;
+    for (auto& [rid, call] : inst->calls) {
+      InvokeResult r;
+      r.status = Status(Code::kAborted, why);
+      r.instanceLost = true;
+      fillAccounting(*inst, call, r);
+      out.emplace_back(std::move(call.done), std::move(r));
+    }
+    inst->calls.clear();
+    teardown(inst);
+    if (startDone) startDone(Status(Code::kAborted, why));
+    for (auto& [done, r] : out) done(std::move(r));
+  }
+
+  // Releases everything the instance holds on the loop; the sandbox and the state directory go
+  // to the spawner thread (destroying a sandbox waits for its cgroup to empty).
+  void teardown(const InstancePtr& inst) {
+    if (inst->state == State::kDead) return;
+    inst->state = State::kDead;
+    for (auto* t : {&inst->startTimer, &inst->connectTimer, &inst->eofTimer}) {
+      if (*t != 0) loop_->cancelTimer(*t);
+      *t = 0;
+    }
+    for (auto& [rid, call] : inst->calls) {
+      if (call.timer != 0) loop_->cancelTimer(call.timer);
+      if (call.graceTimer != 0) loop_->cancelTimer(call.graceTimer);
+    }
+    if (inst->pidFdWatched) loop_->remove(inst->sandbox->pidFd());
+    inst->pidFdWatched = false;
+    drainPipes(*inst);
+    for (UniqueFd* fd : {&inst->listenFd, &inst->conn, &inst->outPipe, &inst->errPipe}) {
+      if (*fd) loop_->remove(fd->get());
+      fd->reset();
+    }
+    for (auto& c : inst->http) loop_->remove(c->fd.get());
+    inst->http.clear();
+    auto it = instances_.find(inst->id);
+    if (it != instances_.end() && it->second == inst) instances_.erase(it);
+    count_ = instances_.size();
+    destroyLater(std::move(inst->sandbox), inst->dir);
+  }
+
+  void destroyLater(std::unique_ptr<Sandbox> sb, std::filesystem::path dir) {
+    std::shared_ptr<Sandbox> shared(std::move(sb));
+    spawner_->push([shared, dir]() mutable {
+      if (shared) shared->kill();
+      shared.reset();
+      Status st = removeTree(dir);
+      if (!st.isOk()) SLOG_WARN("worker: {}", st.toString());
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Logs.
+
+  void readPipe(Instance& inst, UniqueFd& pipe) {
+    if (!pipe) return;
+    char buf[16 << 10];
+    for (int rounds = 0; rounds < 8; ++rounds) {  // bounded: a chatty instance must not starve
+      ssize_t n = ::read(pipe.get(), buf, sizeof buf);
+      if (n > 0) {
+        appendLog(inst, std::string_view(buf, static_cast<size_t>(n)));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return;
+      loop_->remove(pipe.get());  // EOF: every writer is gone
+      pipe.reset();
+      return;
+    }
+  }
+
+  void drainPipes(Instance& inst) {
+    char buf[16 << 10];
+    for (UniqueFd* p : {&inst.outPipe, &inst.errPipe}) {
+      while (*p) {
+        ssize_t n = ::read(p->get(), buf, sizeof buf);
+        if (n > 0) {
+          appendLog(inst, std::string_view(buf, static_cast<size_t>(n)));
+          continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0) {
+          loop_->remove(p->get());
+          p->reset();
+        }
+        break;
+      }
+    }
+  }
+
+  void appendLog(Instance& inst, std::string_view data) {
+    if (inst.log && inst.log->fd) {
+      size_t off = 0;
+      while (off < data.size()) {
+        ssize_t n = ::write(inst.log->fd.get(), data.data() + off, data.size() - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          if (!inst.log->warned)
+            SLOG_WARN("worker: log write for {}: {}", inst.fn.name, strerror(errno));
+          inst.log->warned = true;
+          break;
+        }
+        off += static_cast<size_t>(n);
+      }
+    }
+    // Only the last kLogRingBytes matter to the ring.
+    if (data.size() > kLogRingBytes) {
+      inst.logTotal += data.size() - kLogRingBytes;
+      data.remove_prefix(data.size() - kLogRingBytes);
+    }
+    size_t pos = inst.logTotal % kLogRingBytes;
+    const size_t first = std::min(data.size(), kLogRingBytes - pos);
+    std::memcpy(inst.ring.data() + pos, data.data(), first);
+    std::memcpy(inst.ring.data(), data.data() + first, data.size() - first);
+    inst.logTotal += data.size();
+  }
+
+  std::string logTail(const Instance& inst, uint64_t from) {
+    uint64_t start =
+        std::max(from, inst.logTotal > kLogTailBytes ? inst.logTotal - kLogTailBytes : 0);
+    std::string out;
+    out.reserve(inst.logTotal - start);
+    for (uint64_t i = start; i < inst.logTotal; ++i) out.push_back(inst.ring[i % kLogRingBytes]);
+    return out;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  const WorkerOptions options_;
+  SandboxBackend& backend_;
+  const Clock& clock_;
+  Status initStatus_;
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<TaskThread> spawner_;
+  std::atomic<bool> accepting_{false};
+  std::atomic<size_t> count_{0};
+
+  std::mutex shutdownMu_;
+  bool shutDown_ = false;  // GUARDED_BY(shutdownMu_)
+
+  // Loop thread only.
+  std::unordered_map<std::string, InstancePtr> instances_;
+  bool shuttingDown_ = false;
+
+  std::mutex lostMu_;
+  std::function<void(const std::string&, Status)> lostHandler_;  // GUARDED_BY(lostMu_)
+
+  std::mutex logMu_;
+  std::map<std::string, std::weak_ptr<LogSink>> logSinks_;  // GUARDED_BY(logMu_)
+};
+
+Worker::Worker(WorkerOptions options, SandboxBackend& backend, const Clock& clock)
+    : impl_(std::make_unique<Impl>(std::move(options), backend, clock)) {}
+
+Worker::~Worker() { impl_->shutdown(); }
+
+void Worker::startInstance(const std::string& instanceId, const FunctionSpec& fn,
+                           const std::filesystem::path& codeDir,
+                           std::function<void(Result<InstanceReady>)> done) {
+  impl_->startInstance(instanceId, fn, codeDir, std::move(done));
+}
+
+void Worker::invoke(const std::string& instanceId, InvokeRequest req, InvokeCallback done) {
+  impl_->invoke(instanceId, std::move(req), std::move(done));
+}
+
+void Worker::stopInstance(const std::string& instanceId) { impl_->stopInstance(instanceId); }
+
+void Worker::setInstanceLostHandler(std::function<void(const std::string&, Status)> h) {
+  impl_->setLostHandler(std::move(h));
+}
+
+size_t Worker::instanceCount() const { return impl_->instanceCount(); }
+
+void Worker::shutdown() { impl_->shutdown(); }
+
+}  // namespace stratus
