@@ -1,1 +1,323 @@
-// placeholder: owner replaces
+#include "store/sqlite_store.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/fs.h"
+
+namespace stratus {
+namespace {
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/stratus-store-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    file_ = dir_ / "meta.db";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::unique_ptr<SqliteStore> open() {
+    auto s = SqliteStore::open(file_);
+    EXPECT_TRUE(s.isOk()) << s.status().toString();
+    return s.isOk() ? std::move(s).value() : nullptr;
+  }
+
+  static FunctionSpec spec(std::string tenant, std::string name) {
+    FunctionSpec f;
+    f.tenant = std::move(tenant);
+    f.name = std::move(name);
+    f.runtime = "python3";
+    f.handler = "index.handler";
+    f.memoryMb = 256;
+    f.timeoutSec = 10;
+    f.instanceConcurrency = 4;
+    f.maxInstances = 7;
+    f.environmentVariables = {{"A", "1"}, {"B", "two words"}};
+    f.description = "d\xc3\xa9scription \"quoted\"";
+    f.initializer = "index.init";
+    f.initializationTimeoutSec = 5;
+    f.customRuntimeConfig.command = {"/code/bootstrap", "--x"};
+    f.customRuntimeConfig.args = {"a"};
+    f.customRuntimeConfig.port = 8080;
+    f.codeSha256 = std::string(64, 'a');
+    f.codeSize = 1234;
+    f.codeUnpackedSize = 5678;
+    f.revision = 3;
+    f.functionId = "fid-1";
+    f.createdTime = "2026-01-01T00:00:00Z";
+    f.lastModifiedTime = "2026-01-02T00:00:00Z";
+    return f;
+  }
+
+  std::filesystem::path dir_;
+  std::filesystem::path file_;
+};
+
+void expectSameSpec(const FunctionSpec& a, const FunctionSpec& b) {
+  EXPECT_EQ(a.tenant, b.tenant);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.runtime, b.runtime);
+  EXPECT_EQ(a.handler, b.handler);
+  EXPECT_EQ(a.memoryMb, b.memoryMb);
+  EXPECT_EQ(a.timeoutSec, b.timeoutSec);
+  EXPECT_EQ(a.instanceConcurrency, b.instanceConcurrency);
+  EXPECT_EQ(a.maxInstances, b.maxInstances);
+  EXPECT_EQ(a.environmentVariables, b.environmentVariables);
+  EXPECT_EQ(a.description, b.description);
+  EXPECT_EQ(a.initializer, b.initializer);
+  EXPECT_EQ(a.initializationTimeoutSec, b.initializationTimeoutSec);
+  EXPECT_EQ(a.customRuntimeConfig.command, b.customRuntimeConfig.command);
+  EXPECT_EQ(a.customRuntimeConfig.args, b.customRuntimeConfig.args);
+  EXPECT_EQ(a.customRuntimeConfig.port, b.customRuntimeConfig.port);
+  EXPECT_EQ(a.codeSha256, b.codeSha256);
+  EXPECT_EQ(a.codeSize, b.codeSize);
+  EXPECT_EQ(a.codeUnpackedSize, b.codeUnpackedSize);
+  EXPECT_EQ(a.revision, b.revision);
+  EXPECT_EQ(a.functionId, b.functionId);
+  EXPECT_EQ(a.createdTime, b.createdTime);
+  EXPECT_EQ(a.lastModifiedTime, b.lastModifiedTime);
+}
+
+TEST(FunctionJsonTest, StorageRoundTripKeepsEveryField) {
+  FunctionSpec f;
+  f.tenant = "t";
+  f.name = "n";
+  f.runtime = "custom";
+  f.environmentVariables = {{"K", "v\nwith newline"}};
+  f.customRuntimeConfig.command = {"python3", "server.py"};
+  f.revision = 99;
+  f.codeSize = int64_t{5} << 32;  // > 32 bits survives
+  auto back = functionFromStorageJson(functionToStorageJson(f));
+  ASSERT_TRUE(back.isOk()) << back.status().toString();
+  expectSameSpec(f, *back);
+}
+
+TEST(FunctionJsonTest, StorageRejectsWrongTypes) {
+  EXPECT_FALSE(functionFromStorageJson("[1]").isOk());
+  EXPECT_FALSE(functionFromStorageJson("{\"memoryMb\":\"big\"}").isOk());
+  EXPECT_FALSE(functionFromStorageJson("{\"environmentVariables\":{\"A\":1}}").isOk());
+  EXPECT_FALSE(functionFromStorageJson("not json").isOk());
+}
+
+TEST(FunctionJsonTest, ApiShapeUsesFunctionComputeNamesAndHidesTenant) {
+  FunctionSpec f;
+  f.tenant = "secret-tenant";
+  f.name = "hello";
+  f.runtime = "nodejs";
+  f.handler = "index.handler";
+  f.memoryMb = 512;
+  f.codeSha256 = "abc";
+  f.revision = 2;
+  json::object o = functionToJson(f);
+  EXPECT_EQ(o.at("functionName").as_string(), "hello");
+  EXPECT_EQ(o.at("runtime").as_string(), "nodejs");
+  EXPECT_EQ(o.at("memorySize").as_int64(), 512);
+  EXPECT_EQ(o.at("timeout").as_int64(), 3);
+  EXPECT_EQ(o.at("codeSha256").as_string(), "abc");
+  EXPECT_EQ(o.at("revision").as_int64(), 2);
+  EXPECT_EQ(json::serialize(o).find("secret-tenant"), std::string::npos);
+}
+
+TEST(FunctionJsonTest, NowIsRfc3339Utc) {
+  std::string t = nowRfc3339();
+  ASSERT_EQ(t.size(), 20u) << t;
+  EXPECT_EQ(t[4], '-');
+  EXPECT_EQ(t[10], 'T');
+  EXPECT_EQ(t[19], 'Z');
+}
+
+TEST_F(SqliteStoreTest, CrudRoundTrip) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  FunctionSpec f = spec("t1", "hello");
+  ASSERT_TRUE(store->createFunction(f).isOk());
+
+  auto got = store->getFunction("t1", "hello");
+  ASSERT_TRUE(got.isOk()) << got.status().toString();
+  expectSameSpec(f, *got);
+
+  f.memoryMb = 1024;
+  f.revision = 4;
+  ASSERT_TRUE(store->updateFunction(f).isOk());
+  got = store->getFunction("t1", "hello");
+  ASSERT_TRUE(got.isOk());
+  EXPECT_EQ(got->memoryMb, 1024);
+  EXPECT_EQ(got->revision, 4);
+
+  ASSERT_TRUE(store->deleteFunction("t1", "hello").isOk());
+  EXPECT_EQ(store->getFunction("t1", "hello").status().code(), Code::kNotFound);
+}
+
+TEST_F(SqliteStoreTest, DuplicateAndMissing) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(store->createFunction(spec("t1", "f")).isOk());
+  Status dup = store->createFunction(spec("t1", "f"));
+  EXPECT_EQ(dup.code(), Code::kAlreadyExists) << dup.toString();
+  // Same name in another tenant is a different function.
+  EXPECT_TRUE(store->createFunction(spec("t2", "f")).isOk());
+
+  EXPECT_EQ(store->getFunction("t1", "nope").status().code(), Code::kNotFound);
+  EXPECT_EQ(store->getFunction("t3", "f").status().code(), Code::kNotFound);
+  EXPECT_EQ(store->updateFunction(spec("t1", "nope")).code(), Code::kNotFound);
+  EXPECT_EQ(store->deleteFunction("t1", "nope").code(), Code::kNotFound);
+  EXPECT_EQ(store->findApiKey("0000").status().code(), Code::kNotFound);
+}
+
+TEST_F(SqliteStoreTest, ListIsPerTenantAndSorted) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  for (const char* n : {"zeta", "alpha", "mid"})
+    ASSERT_TRUE(store->createFunction(spec("a", n)).isOk());
+  ASSERT_TRUE(store->createFunction(spec("b", "beta")).isOk());
+
+  auto a = store->listFunctions("a");
+  ASSERT_TRUE(a.isOk());
+  ASSERT_EQ(a->size(), 3u);
+  EXPECT_EQ((*a)[0].name, "alpha");
+  EXPECT_EQ((*a)[1].name, "mid");
+  EXPECT_EQ((*a)[2].name, "zeta");
+  for (const auto& f : *a) EXPECT_EQ(f.tenant, "a");
+
+  auto none = store->listFunctions("c");
+  ASSERT_TRUE(none.isOk());
+  EXPECT_TRUE(none->empty());
+
+  auto all = store->listAllFunctions();
+  ASSERT_TRUE(all.isOk());
+  EXPECT_EQ(all->size(), 4u);
+}
+
+TEST_F(SqliteStoreTest, ApiKeys) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  ApiKey k{"hash1", "tenant-x", true, "2026-01-01T00:00:00Z"};
+  ASSERT_TRUE(store->putApiKey(k).isOk());
+  auto got = store->findApiKey("hash1");
+  ASSERT_TRUE(got.isOk());
+  EXPECT_EQ(got->tenant, "tenant-x");
+  EXPECT_TRUE(got->admin);
+  EXPECT_EQ(got->createdTime, "2026-01-01T00:00:00Z");
+  // put replaces.
+  k.admin = false;
+  k.tenant = "tenant-y";
+  ASSERT_TRUE(store->putApiKey(k).isOk());
+  got = store->findApiKey("hash1");
+  ASSERT_TRUE(got.isOk());
+  EXPECT_EQ(got->tenant, "tenant-y");
+  EXPECT_FALSE(got->admin);
+}
+
+TEST_F(SqliteStoreTest, ReopenKeepsData) {
+  {
+    auto store = open();
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(store->createFunction(spec("t", "kept")).isOk());
+    ASSERT_TRUE(store->putApiKey({"h", "t", false, ""}).isOk());
+  }
+  auto store = open();
+  ASSERT_TRUE(store);
+  auto got = store->getFunction("t", "kept");
+  ASSERT_TRUE(got.isOk());
+  expectSameSpec(spec("t", "kept"), *got);
+  auto key = store->findApiKey("h");
+  ASSERT_TRUE(key.isOk());
+  EXPECT_FALSE(key->createdTime.empty());  // filled in when the caller left it empty
+}
+
+// A committed mutation survives the process dying without closing the database (kill -9).
+TEST_F(SqliteStoreTest, SurvivesProcessKill) {
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto s = SqliteStore::open(file_);
+    if (!s.isOk()) ::_exit(2);
+    if (!(*s)->createFunction(spec("t", "durable")).isOk()) ::_exit(3);
+    ::kill(::getpid(), SIGKILL);
+    ::_exit(4);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "child exited with " << WEXITSTATUS(status);
+  auto store = open();
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(store->getFunction("t", "durable").isOk());
+}
+
+TEST_F(SqliteStoreTest, UsesWalMode) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(file_.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "wal");
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+TEST_F(SqliteStoreTest, RefusesNewerSchema) {
+  {
+    auto store = open();
+    ASSERT_TRUE(store);
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(file_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE schema_version SET version = 999", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto s = SqliteStore::open(file_);
+  ASSERT_FALSE(s.isOk());
+  EXPECT_EQ(s.status().code(), Code::kFailedPrecondition);
+  EXPECT_NE(s.status().message().find("999"), std::string::npos) << s.status().message();
+}
+
+TEST_F(SqliteStoreTest, OpenFailureSaysWhy) {
+  auto s = SqliteStore::open(dir_ / "no" / "such" / "dir" / "meta.db");
+  ASSERT_FALSE(s.isOk());
+  EXPECT_NE(s.status().message().find("meta.db"), std::string::npos) << s.status().message();
+}
+
+TEST_F(SqliteStoreTest, ConcurrentUseFromThreads) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  constexpr int kThreads = 4, kPerThread = 25;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        std::string name = "f" + std::to_string(t) + "_" + std::to_string(i);
+        FunctionSpec f = spec("tenant", name);
+        if (!store->createFunction(f).isOk()) ++failures;
+        auto got = store->getFunction("tenant", name);
+        if (!got.isOk() || got->name != name) ++failures;
+        f.revision = 2;
+        if (!store->updateFunction(f).isOk()) ++failures;
+        if (!store->listFunctions("tenant").isOk()) ++failures;
+        if (i % 2 == 0 && !store->deleteFunction("tenant", name).isOk()) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto all = store->listFunctions("tenant");
+  ASSERT_TRUE(all.isOk());
+  EXPECT_EQ(all->size(), static_cast<size_t>(kThreads * (kPerThread / 2)));  // odd i kept
+  for (const auto& f : *all) EXPECT_EQ(f.revision, 2);
+}
+
+}  // namespace
+}  // namespace stratus
