@@ -1,1 +1,605 @@
-// placeholder: owner replaces
+// Worker tests against the real ProcessSandboxBackend and the real python3 / nodejs / custom
+// runtimes: no mocks. Each test has its own temp dir and cgroup parent, so tests can run in
+// parallel.
+#include "worker/worker.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "common/fs.h"
+#include "common/ids.h"
+#include "common/json.h"
+#include "runtime/runtime.h"
+#include "sandbox/process_sandbox.h"
+
+namespace stratus {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+template <typename Pred>
+bool waitFor(Pred pred, std::chrono::milliseconds timeout = 10s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(5ms);  // polling interval, not a wait for a condition
+  }
+  return pred();
+}
+
+json::object parseObject(const std::string& text) {
+  auto v = parseJson(text);
+  EXPECT_TRUE(v.isOk()) << "not JSON: " << text;
+  if (!v.isOk() || !v->is_object()) return {};
+  return v->as_object();
+}
+
+std::string str(const json::object& o, std::string_view key) {
+  auto* v = o.if_contains(key);
+  return v && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+
+class WorkerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/stratus-worker-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    tmp_ = tmpl;
+    ASSERT_TRUE(runtime::installAssets(tmp_ / "assets").isOk());
+    ProcessSandboxOptions so;
+    so.stateDir = tmp_ / "sandboxes";
+    so.cgroupParent = "stratus-wt-" + randomHex(4);
+    cgroupParent_ = so.cgroupParent;
+    auto backend = ProcessSandboxBackend::create(so);
+    ASSERT_TRUE(backend.isOk()) << backend.status().toString();
+    backend_ = std::move(backend).value();
+    WorkerOptions wo;
+    wo.stateDir = tmp_ / "state";
+    wo.logDir = tmp_ / "logs";
+    wo.runtimeAssetsDir = tmp_ / "assets";
+    ASSERT_TRUE(makeDirs(wo.stateDir).isOk());
+    worker_ = std::make_unique<Worker>(wo, *backend_, clock_);
+    worker_->setInstanceLostHandler([this](const std::string& id, Status cause) {
+      std::lock_guard<std::mutex> lock(mu_);
+      lost_.emplace_back(id, cause);
+    });
+  }
+
+  void TearDown() override {
+    if (worker_) worker_->shutdown();
+    worker_.reset();
+    backend_.reset();
+    if (!tmp_.empty()) (void)removeTree(tmp_);
+  }
+
+  // A code directory with the given files (name -> content), readable by the sandbox user.
+  fs::path writeCode(const std::map<std::string, std::string>& files, mode_t mode = 0644) {
+    fs::path dir = tmp_ / ("code-" + randomHex(4));
+    EXPECT_TRUE(makeDirs(dir, 0755).isOk());
+    for (const auto& [name, content] : files) {
+      std::ofstream(dir / name) << content;
+      ::chmod((dir / name).c_str(), mode);
+    }
+    return dir;
+  }
+
+  FunctionSpec makeFn(const std::string& runtime, const std::string& handler = "index.handler") {
+    FunctionSpec fn;
+    fn.tenant = "t1";
+    fn.name = "fn-" + randomHex(3);
+    fn.runtime = runtime;
+    fn.handler = handler;
+    fn.memoryMb = 128;
+    fn.timeoutSec = 10;
+    fn.initializationTimeoutSec = 10;
+    return fn;
+  }
+
+  Result<InstanceReady> start(const std::string& id, const FunctionSpec& fn, const fs::path& code) {
+    std::promise<Result<InstanceReady>> p;
+    auto f = p.get_future();
+    worker_->startInstance(id, fn, code,
+                           [&p](Result<InstanceReady> r) { p.set_value(std::move(r)); });
+    if (f.wait_for(60s) != std::future_status::ready) return internalError("start did not finish");
+    return f.get();
+  }
+
+  std::future<InvokeResult> invokeAsync(const std::string& id, std::string payload,
+                                        bool wantLogTail = false, std::string rid = "") {
+    auto p = std::make_shared<std::promise<InvokeResult>>();
+    InvokeRequest req;
+    req.requestId = rid.empty() ? newRequestId() : rid;
+    req.payload = std::move(payload);
+    req.wantLogTail = wantLogTail;
+    worker_->invoke(id, std::move(req), [p](InvokeResult r) { p->set_value(std::move(r)); });
+    return p->get_future();
+  }
+
+  InvokeResult invoke(const std::string& id, std::string payload, bool wantLogTail = false) {
+    auto f = invokeAsync(id, std::move(payload), wantLogTail);
+    EXPECT_EQ(f.wait_for(60s), std::future_status::ready);
+    return f.get();
+  }
+
+  // Host pids of the processes in the instance's cgroup (v1 memory controller or v2).
+  std::vector<pid_t> pidsOf(const std::string& id) {
+    std::vector<pid_t> out;
+    for (const fs::path& dir : {fs::path("/sys/fs/cgroup/memory") / cgroupParent_ / id,
+                               fs::path("/sys/fs/cgroup") / cgroupParent_ / id}) {
+      auto text = readFile(dir / "cgroup.procs");
+      if (!text.isOk()) continue;
+      std::istringstream in(*text);
+      pid_t pid;
+      while (in >> pid) out.push_back(pid);
+      if (!out.empty()) break;
+    }
+    return out;
+  }
+
+  static bool processGone(pid_t pid) {
+    return !fs::exists(fs::path("/proc") / std::to_string(pid));
+  }
+
+  std::vector<std::pair<std::string, Status>> lost() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return lost_;
+  }
+
+  // Everything the instance held is gone: processes, state dir, cgroup.
+  void expectInstanceGone(const std::string& id, const std::vector<pid_t>& pids) {
+    for (pid_t pid : pids) {
+      EXPECT_TRUE(waitFor([&] { return processGone(pid); })) << "process " << pid << " survives";
+    }
+    EXPECT_TRUE(waitFor([&] { return !fs::exists(tmp_ / "state" / id); }))
+        << "state dir of " << id << " survives";
+    EXPECT_TRUE(waitFor([&] {
+      return !fs::exists(fs::path("/sys/fs/cgroup/memory") / cgroupParent_ / id) &&
+             !fs::exists(fs::path("/sys/fs/cgroup") / cgroupParent_ / id);
+    })) << "cgroup of "
+        << id << " survives";
+  }
+
+  SystemClock clock_;
+  fs::path tmp_;
+  std::string cgroupParent_;
+  std::unique_ptr<ProcessSandboxBackend> backend_;
+  std::unique_ptr<Worker> worker_;
+  std::mutex mu_;
+  std::vector<std::pair<std::string, Status>> lost_;
+};
+
+constexpr const char* kPyHello = R"(
+import os
+def handler(event, context):
+    print("hello-log " + context.aws_request_id, flush=True)
+    return {"hello": event.get("name"), "rid": context.aws_request_id}
+)";
+
+TEST_F(WorkerTest, Python3HelloStartInvokeResult) {
+  FunctionSpec fn = makeFn("python3");
+  auto code = writeCode({{"index.py", kPyHello}});
+  const auto t0 = std::chrono::steady_clock::now();
+  auto ready = start("py-hello", fn, code);
+  const auto coldMs =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(ready.isOk()) << ready.status().toString();
+  std::printf("python3 cold start (startInstance -> ready): %.1f ms (initDurationUs %lld)\n",
+              coldMs, static_cast<long long>(ready->initDurationUs));
+  EXPECT_GT(ready->initDurationUs, 0);
+  EXPECT_EQ(worker_->instanceCount(), 1u);
+
+  auto r = invoke("py-hello", R"({"name":"stratus"})");
+  ASSERT_TRUE(r.status.isOk()) << r.status.toString();
+  EXPECT_EQ(r.functionError, FunctionErrorKind::kNone) << r.body;
+  auto body = parseObject(r.body);
+  EXPECT_EQ(str(body, "hello"), "stratus");
+  EXPECT_FALSE(str(body, "rid").empty());
+  EXPECT_EQ(r.instanceId, "py-hello");
+  EXPECT_GT(r.durationUs, 0);
+  EXPECT_GT(r.memoryPeakBytes, 0);
+  EXPECT_FALSE(r.instanceLost);
+
+  // Warm calls keep working; the request id reaches the handler.
+  for (int i = 0; i < 20; ++i) {
+    const std::string rid = "req-" + std::to_string(i);
+    auto f = invokeAsync("py-hello", R"({"name":"n"})", false, rid);
+    auto wr = f.get();
+    ASSERT_TRUE(wr.status.isOk());
+    EXPECT_EQ(str(parseObject(wr.body), "rid"), rid);
+  }
+}
+
+TEST_F(WorkerTest, NodejsHello) {
+  FunctionSpec fn = makeFn("nodejs");
+  auto code = writeCode({{"index.js", R"(
+exports.handler = async (event, context) => {
+  console.log("node-log", context.awsRequestId);
+  return { hello: event.name, fn: context.functionName };
+};
+)"}});
+  const auto t0 = std::chrono::steady_clock::now();
+  auto ready = start("node-hello", fn, code);
+  const auto coldMs =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(ready.isOk()) << ready.status().toString();
+  std::printf("nodejs cold start (startInstance -> ready): %.1f ms\n", coldMs);
+  auto r = invoke("node-hello", R"({"name":"node"})", true);
+  ASSERT_TRUE(r.status.isOk()) << r.status.toString();
+  EXPECT_EQ(r.functionError, FunctionErrorKind::kNone) << r.body;
+  auto body = parseObject(r.body);
+  EXPECT_EQ(str(body, "hello"), "node");
+  EXPECT_EQ(str(body, "fn"), fn.name);
+  EXPECT_NE(r.logTail.find("node-log"), std::string::npos) << r.logTail;
+}
+
+constexpr const char* kCustomServer = R"(#!/usr/bin/python3
+import http.server, json, sys
+state = {"inits": 0}
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def do_POST(self):
+        n = int(self.headers.get("content-length", 0))
+        body = self.rfile.read(n)
+        if self.path == "/initialize":
+            state["inits"] += 1
+            out = b"ok"
+        else:
+            print("custom-log", self.headers.get("x-fc-request-id"), flush=True)
+            out = json.dumps({"echo": body.decode(), "rid": self.headers.get("x-fc-request-id"),
+                              "fn": self.headers.get("x-fc-function-name"),
+                              "mem": self.headers.get("x-fc-function-memory"),
+                              "user": self.headers.get("x-user"), "path": self.path,
+                              "inits": state["inits"]}).encode()
+        self.send_response(201)
+        self.send_header("content-type", "application/json")
+        self.send_header("x-custom", "yes")
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+http.server.ThreadingHTTPServer(("127.0.0.1", 9000), H).serve_forever()
+)";
+
+TEST_F(WorkerTest, CustomRuntimeHttp) {
+  FunctionSpec fn = makeFn("custom", "");
+  fn.initializer = "init";
+  auto code = writeCode({{"bootstrap", kCustomServer}}, 0755);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto ready = start("custom-1", fn, code);
+  ASSERT_TRUE(ready.isOk()) << ready.status().toString();
+  std::printf(
+      "custom (python http.server) cold start: %.1f ms\n",
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  for (int i = 0; i < 5; ++i) {  // several calls: keep-alive connection reuse
+    InvokeRequest req;
+    req.requestId = "rid-" + std::to_string(i);
+    req.payload = "payload-" + std::to_string(i);
+    req.wantLogTail = true;
+    req.headers["x-user"] = "u1";
+    std::promise<InvokeResult> p;
+    worker_->invoke("custom-1", req, [&p](InvokeResult r) { p.set_value(std::move(r)); });
+    auto r = p.get_future().get();
+    ASSERT_TRUE(r.status.isOk()) << r.status.toString();
+    EXPECT_EQ(r.functionError, FunctionErrorKind::kNone);
+    EXPECT_EQ(r.httpStatus, 201);
+    EXPECT_EQ(r.headers["x-custom"], "yes");
+    auto body = parseObject(r.body);
+    EXPECT_EQ(str(body, "echo"), req.payload);
+    EXPECT_EQ(str(body, "rid"), req.requestId);
+    EXPECT_EQ(str(body, "fn"), fn.name);
+    EXPECT_EQ(str(body, "mem"), "128");
+    EXPECT_EQ(str(body, "user"), "u1");
+    EXPECT_EQ(str(body, "path"), "/invoke");
+    EXPECT_EQ(body["inits"].as_int64(), 1);
+    EXPECT_NE(r.logTail.find("custom-log " + req.requestId), std::string::npos) << r.logTail;
+  }
+  // Concurrent calls open more connections.
+  std::vector<std::future<InvokeResult>> fs;
+  for (int i = 0; i < 4; ++i) fs.push_back(invokeAsync("custom-1", "c" + std::to_string(i)));
+  for (int i = 0; i < 4; ++i) {
+    auto r = fs[i].get();
+    ASSERT_TRUE(r.status.isOk()) << r.status.toString();
+    EXPECT_EQ(str(parseObject(r.body), "echo"), "c" + std::to_string(i));
+  }
+}
+
+TEST_F(WorkerTest, CustomRuntimeThatNeverListensTimesOut) {
+  FunctionSpec fn = makeFn("custom", "");
+  fn.initializationTimeoutSec = 1;
+  auto code = writeCode({{"bootstrap", "#!/usr/bin/python3\nimport time\ntime.sleep(60)\n"}}, 0755);
+  auto r = start("custom-never", fn, code);
+  // initializationTimeout (1 s) + startBudget (10 s by default).
+  ASSERT_FALSE(r.isOk());
+  EXPECT_EQ(r.status().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(str(parseObject(r.status().message()), "errorType"), "Runtime.InitTimeout");
+  EXPECT_EQ(worker_->instanceCount(), 0u);
+  expectInstanceGone("custom-never", {});
+}
+
+TEST_F(WorkerTest, HandlerExceptionIsFunctionError) {
+  FunctionSpec fn = makeFn("python3");
+  auto code = writeCode({{"index.py", R"(
+def handler(event, context):
+    if event.get("fail"):
+        raise ValueError("bad input " + str(event["fail"]))
+    return "fine"
+)"}});
+  ASSERT_TRUE(start("py-exc", fn, code).isOk());
+  auto r = invoke("py-exc", R"({"fail": 7})");
+  ASSERT_TRUE(r.status.isOk()) << r.status.toString();
+  EXPECT_EQ(r.functionError, FunctionErrorKind::kUnhandled);
+  EXPECT_FALSE(r.instanceLost);
+  auto body = parseObject(r.body);
+  EXPECT_EQ(str(body, "errorType"), "ValueError");
+  EXPECT_EQ(str(body, "errorMessage"), "bad input 7");
+  EXPECT_TRUE(body.contains("stackTrace"));
+  // The instance survives a handler exception.
+  auto ok = invoke("py-exc", "{}");
+  EXPECT_TRUE(ok.status.isOk());
+  EXPECT_EQ(ok.functionError, FunctionErrorKind::kNone);
+  EXPECT_EQ(ok.body, "\"fine\"");
+}
+
+TEST_F(WorkerTest, NodeCallbackErrorIsHandled) {
+  FunctionSpec fn = makeFn("nodejs");
+  auto code = writeCode({{"index.js", R"(
+exports.handler = (event, context, callback) => { callback(new Error("told to fail")); };
+)"}});
+  auto ready = start("node-cb", fn, code);
+  ASSERT_TRUE(ready.isOk()) << ready.status().toString();
+  auto r = invoke("node-cb", "{}");
+  ASSERT_TRUE(r.status.isOk());
+  EXPECT_EQ(r.functionError, FunctionErrorKind::kHandled) << r.body;
+  EXPECT_EQ(str(parseObject(r.body), "errorMessage"), "told to fail");
+}
+
+TEST_F(WorkerTest, InitErrorMissingHandler) {
+  FunctionSpec fn = makeFn("python3", "index.nope");
+  auto code = writeCode({{"index.py", "def handler(e, c):\n    return 1\n"}});
+  auto r = start("py-noh", fn, code);
+  ASSERT_FALSE(r.isOk());
+  EXPECT_EQ(r.status().code(), Code::kFailedPrecondition) << r.status().toString();
+  auto body = parseObject(r.status().message());
+  EXPECT_FALSE(str(body, "errorType").empty()) << r.status().message();
+  EXPECT_NE(str(body, "errorMessage").find("nope"), std::string::npos) << r.status().message();
+  EXPECT_EQ(worker_->instanceCount(), 0u);
+  expectInstanceGone("py-noh", {});
+  // A call on it is refused as a platform error.
+  auto c = invoke("py-noh", "{}");
+  EXPECT_EQ(c.status.code(), Code::kUnavailable);
+}
+
+TEST_F(WorkerTest, InitCrashIsExitError) {
+  FunctionSpec fn = makeFn("python3");
+  auto code = writeCode({{"index.py", "import os\nos._exit(5)\n"}});
+  auto r = start("py-initcrash", fn, code);
+  ASSERT_FALSE(r.isOk());
+  EXPECT_EQ(r.status().code(), Code::kFailedPrecondition) << r.status().toString();
+  auto body = parseObject(r.status().message());
+  EXPECT_EQ(str(body, "errorType"), "Runtime.ExitError") << r.status().message();
+  EXPECT_NE(str(body, "errorMessage").find("code 5"), std::string::npos) << r.status().message();
+  expectInstanceGone("py-initcrash", {});
+}
+
+TEST_F(WorkerTest, SandboxCreationFailureIsPlatformError) {
+  FunctionSpec fn = makeFn("python3");
+  auto r = start("py-nocode", fn, tmp_ / "no-such-code-dir");
+  ASSERT_FALSE(r.isOk());
+  EXPECT_NE(r.status().code(), Code::kFailedPrecondition) << r.status().toString();
+  EXPECT_EQ(worker_->instanceCount(), 0u);
+  expectInstanceGone("py-nocode", {});
+}
+
+TEST_F(WorkerTest, TimeoutRecyclesInstance) {
+  FunctionSpec fn = makeFn("python3");
+  fn.timeoutSec = 1;
+  fn.instanceConcurrency = 2;
+  auto code = writeCode({{"index.py", "import time\ndef handler(e, c):\n    time.sleep(30)\n"}});
+  ASSERT_TRUE(start("py-slow", fn, code).isOk());
+  const auto pids = pidsOf("py-slow");
+  EXPECT_FALSE(pids.empty());
+  auto first = invokeAsync("py-slow", "{}");
+  auto second = invokeAsync("py-slow", "{}");
+  auto r1 = first.get();
+  auto r2 = second.get();
+  // Whichever call's timer fired first is the timeout; the other was recycled with it.
+  InvokeResult* timedOut = &r1;
+  InvokeResult* recycled = &r2;
+  if (str(parseObject(r1.body), "errorType") != "FunctionTimeout") std::swap(timedOut, recycled);
+  ASSERT_TRUE(timedOut->status.isOk());
+  EXPECT_EQ(timedOut->functionError, FunctionErrorKind::kUnhandled);
+  auto body = parseObject(timedOut->body);
+  EXPECT_EQ(str(body, "errorType"), "FunctionTimeout");
+  EXPECT_EQ(str(body, "errorMessage"), "Function timed out after 1 seconds");
+  EXPECT_TRUE(timedOut->instanceLost);
+  EXPECT_GE(timedOut->durationUs, 1'000'000);
+  ASSERT_TRUE(recycled->status.isOk());
+  EXPECT_EQ(recycled->functionError, FunctionErrorKind::kUnhandled);
+  EXPECT_EQ(str(parseObject(recycled->body), "errorType"), "RuntimeExited");
+  EXPECT_TRUE(recycled->instanceLost);
+
+  ASSERT_TRUE(waitFor([&] { return lost().size() == 1; }));
+  EXPECT_EQ(lost()[0].first, "py-slow");
+  EXPECT_EQ(lost()[0].second.code(), Code::kDeadlineExceeded);
+  EXPECT_EQ(worker_->instanceCount(), 0u);
+  expectInstanceGone("py-slow", pids);
+  EXPECT_EQ(lost().size(), 1u);  // once
+}
+
+TEST_F(WorkerTest, MemoryBombIsOutOfMemory) {
+  FunctionSpec fn = makeFn("python3");
+  fn.memoryMb = 128;
+  auto code = writeCode({{"index.py", R"(
+def handler(event, context):
+    chunks = []
+    for _ in range(32):
+        chunks.append(b"x" * (16 << 20))   # 512 MB, every page touched
+    return len(chunks)
+)"}});
+  ASSERT_TRUE(start("py-oom", fn, code).isOk());
+  const auto pids = pidsOf("py-oom");
+  auto r = invoke("py-oom", "{}");
+  ASSERT_TRUE(r.status.isOk()) << r.status.toString();
+  EXPECT_EQ(r.functionError, FunctionErrorKind::kUnhandled);
+  auto body = parseObject(r.body);
+  EXPECT_EQ(str(body, "errorType"), "OutOfMemory") << r.body;
+  EXPECT_EQ(str(body, "errorMessage"),
+            "Function exceeded its memory limit of 128 MB and was killed");
+  EXPECT_TRUE(r.instanceLost);
+  ASSERT_TRUE(waitFor([&] { return lost().size() == 1; }));
+  EXPECT_EQ(lost()[0].second.code(), Code::kOutOfMemory);
+  expectInstanceGone("py-oom", pids);
+}
+
+TEST_F(WorkerTest, CrashIsRuntimeExited) {
+  FunctionSpec fn = makeFn("python3");
+  auto code = writeCode({{"index.py", "import os\ndef handler(e, c):\n    os._exit(3)\n"}});
+  ASSERT_TRUE(start("py-crash", fn, code).isOk());
+  const auto pids = pidsOf("py-crash");
+  auto r = invoke("py-crash", "{}");
+  ASSERT_TRUE(r.status.isOk()) << r.status.toString();
+  EXPECT_EQ(r.functionError, FunctionErrorKind::kUnhandled);
+  auto body = parseObject(r.body);
+  EXPECT_EQ(str(body, "errorType"), "RuntimeExited") << r.body;
+  EXPECT_NE(str(body, "errorMessage").find("code 3"), std::string::npos) << r.body;
+  EXPECT_TRUE(r.instanceLost);
+  ASSERT_TRUE(waitFor([&] { return lost().size() == 1; }));
+  EXPECT_EQ(lost()[0].second.code(), Code::kUnavailable);
+  EXPECT_EQ(worker_->instanceCount(), 0u);
+  expectInstanceGone("py-crash", pids);
+}
+
+TEST_F(WorkerTest, TwoConcurrentCallsOnOneInstance) {
+  FunctionSpec fn = makeFn("python3");
+  fn.instanceConcurrency = 2;
+  // The "wait" call only finishes if the "set" call runs while it is still running.
+  auto code = writeCode({{"index.py", R"(
+import os, time
+FLAG = "/tmp/flag"
+def handler(event, context):
+    if event.get("wait"):
+        deadline = time.time() + 8
+        while time.time() < deadline:
+            if os.path.exists(FLAG):
+                return "saw-flag"
+            time.sleep(0.005)
+        return "no-flag"
+    open(FLAG, "w").close()
+    return "set"
+)"}});
+  ASSERT_TRUE(start("py-conc", fn, code).isOk());
+  auto waiting = invokeAsync("py-conc", R"({"wait": true})");
+  auto setting = invokeAsync("py-conc", R"({})");
+  auto rs = setting.get();
+  auto rw = waiting.get();
+  ASSERT_TRUE(rs.status.isOk());
+  ASSERT_TRUE(rw.status.isOk());
+  EXPECT_EQ(rs.body, "\"set\"");
+  EXPECT_EQ(rw.body, "\"saw-flag\"");
+}
+
+TEST_F(WorkerTest, LogTailAndLogFile) {
+  FunctionSpec fn = makeFn("python3");
+  auto code = writeCode({{"index.py", R"(
+import sys
+def handler(event, context):
+    print("line-for-" + event["tag"])
+    sys.stderr.write("err-for-" + event["tag"] + "\n")
+    return "ok"
+)"}});
+  ASSERT_TRUE(start("py-logs", fn, code).isOk());
+  auto r1 = invoke("py-logs", R"({"tag":"one"})", true);
+  ASSERT_TRUE(r1.status.isOk());
+  EXPECT_NE(r1.logTail.find("line-for-one"), std::string::npos) << r1.logTail;
+  EXPECT_NE(r1.logTail.find("err-for-one"), std::string::npos) << r1.logTail;
+  auto r2 = invoke("py-logs", R"({"tag":"two"})", true);
+  EXPECT_NE(r2.logTail.find("line-for-two"), std::string::npos) << r2.logTail;
+  EXPECT_EQ(r2.logTail.find("line-for-one"), std::string::npos) << "tail leaks an earlier call";
+  auto r3 = invoke("py-logs", R"({"tag":"three"})", false);
+  EXPECT_TRUE(r3.logTail.empty());
+  const fs::path logFile = tmp_ / "logs" / fn.tenant / (fn.name + ".log");
+  EXPECT_TRUE(waitFor([&] {
+    auto text = readFile(logFile);
+    return text.isOk() && text->find("line-for-three") != std::string::npos &&
+           text->find("err-for-one") != std::string::npos;
+  })) << logFile;
+}
+
+TEST_F(WorkerTest, StopInstanceAbortsCallsAndLeavesNothing) {
+  FunctionSpec fn = makeFn("python3");
+  auto code = writeCode({{"index.py", "import time\ndef handler(e, c):\n    time.sleep(30)\n"}});
+  ASSERT_TRUE(start("py-stop", fn, code).isOk());
+  const auto pids = pidsOf("py-stop");
+  ASSERT_FALSE(pids.empty());
+  for (pid_t pid : pids) EXPECT_FALSE(processGone(pid));
+  auto call = invokeAsync("py-stop", "{}");
+  worker_->stopInstance("py-stop");
+  ASSERT_EQ(call.wait_for(10s), std::future_status::ready);
+  auto r = call.get();
+  EXPECT_EQ(r.status.code(), Code::kAborted);
+  EXPECT_TRUE(waitFor([&] { return worker_->instanceCount() == 0; }));
+  expectInstanceGone("py-stop", pids);
+  EXPECT_TRUE(lost().empty()) << "stopInstance is not a loss";
+}
+
+TEST_F(WorkerTest, ShutdownLeavesNothingBehind) {
+  FunctionSpec py = makeFn("python3");
+  FunctionSpec node = makeFn("nodejs");
+  auto pyCode = writeCode({{"index.py", kPyHello}});
+  auto nodeCode = writeCode({{"index.js", "exports.handler = async () => 1;\n"}});
+  ASSERT_TRUE(start("sd-py", py, pyCode).isOk());
+  ASSERT_TRUE(start("sd-node", node, nodeCode).isOk());
+  auto pids = pidsOf("sd-py");
+  auto nodePids = pidsOf("sd-node");
+  pids.insert(pids.end(), nodePids.begin(), nodePids.end());
+  ASSERT_GE(pids.size(), 2u);
+  // A start still in progress at shutdown is aborted, not leaked.
+  std::promise<Result<InstanceReady>> pending;
+  worker_->startInstance("sd-late", py, pyCode,
+                         [&](Result<InstanceReady> r) { pending.set_value(std::move(r)); });
+  worker_->shutdown();
+  // Synchronous: everything is gone when shutdown() returns.
+  for (pid_t pid : pids) EXPECT_TRUE(processGone(pid)) << pid;
+  EXPECT_TRUE(fs::is_empty(tmp_ / "state"));
+  auto late = pending.get_future();
+  ASSERT_EQ(late.wait_for(0s), std::future_status::ready);
+  auto lr = late.get();
+  // Either it became ready just before shutdown (and was then stopped), or it was aborted.
+  if (!lr.isOk()) {
+    EXPECT_EQ(lr.status().code(), Code::kAborted) << lr.status().toString();
+  }
+  EXPECT_EQ(worker_->instanceCount(), 0u);
+  // After shutdown calls fail fast.
+  auto r = invoke("sd-py", "{}");
+  EXPECT_EQ(r.status.code(), Code::kAborted);
+  worker_->shutdown();  // idempotent
+}
+
+TEST_F(WorkerTest, UnknownInstanceAndDuplicateId) {
+  auto r = invoke("nope", "{}");
+  EXPECT_EQ(r.status.code(), Code::kUnavailable);
+  auto bad = start("Bad_ID", makeFn("python3"), tmp_);
+  EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
+  FunctionSpec fn = makeFn("python3");
+  auto code = writeCode({{"index.py", kPyHello}});
+  ASSERT_TRUE(start("dup", fn, code).isOk());
+  auto again = start("dup", fn, code);
+  EXPECT_EQ(again.status().code(), Code::kAlreadyExists);
+  EXPECT_EQ(worker_->instanceCount(), 1u);
+}
+
+}  // namespace
+}  // namespace stratus
