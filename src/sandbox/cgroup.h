@@ -22,8 +22,8 @@
 namespace stratus {
 
 struct CgroupLimits {
-  int64_t memoryBytes = 0;  // 0 = unlimited; swap is disabled where the kernel allows
-  int64_t pidsMax = 0;      // 0 = unlimited
+  int64_t memoryBytes = 0;   // 0 = unlimited; swap is disabled where the kernel allows
+  int64_t pidsMax = 0;       // 0 = unlimited
   int64_t cpuShares = 1024;  // v1 cpu.shares; mapped to cpu.weight on v2
 };
 

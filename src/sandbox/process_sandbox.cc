@@ -1,1 +1,656 @@
-// placeholder: owner replaces
+#include "sandbox/process_sandbox.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <thread>
+#include <vector>
+
+#include "common/fs.h"
+#include "common/log.h"
+#include "sandbox/sandbox_init.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+namespace stratus {
+
+namespace fs = std::filesystem;
+using sandbox_internal::ChildError;
+using sandbox_internal::ChildOp;
+using sandbox_internal::ChildPlan;
+using sandbox_internal::OpKind;
+
+namespace {
+
+// How long create() waits for the child to set up its root and exec. Mounts take microseconds;
+// this only bounds a child stuck in the kernel (a hung bind-mount source) so create never hangs.
+constexpr int kSetupTimeoutMs = 10'000;
+constexpr size_t kCommandStackSize = 64 * 1024;
+
+constexpr unsigned long kRoRemount = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV;
+
+// Appends ops to a plan and keeps the strings they point to alive (std::deque never moves its
+// elements, so the c_str() pointers stay valid while more strings are added).
+class PlanBuilder {
+ public:
+  PlanBuilder(std::deque<std::string>& strings, std::vector<ChildOp>& ops)
+      : strings_(strings), ops_(ops) {}
+
+  const char* keep(std::string s) {
+    strings_.push_back(std::move(s));
+    return strings_.back().c_str();
+  }
+  void add(ChildOp op) { ops_.push_back(op); }
+
+  // Creates the mount point `rel` (relative to the new root, the child's cwd) as a directory.
+  void mkdir(const std::string& rel, mode_t mode = 0755) {
+    add({.kind = OpKind::kMkdir,
+         .ignoreExist = true,
+         .a = keep(rel),
+         .flags = mode,
+         .what = keep("create directory /" + rel)});
+  }
+  void touch(const std::string& rel) {
+    add({.kind = OpKind::kTouch,
+         .ignoreExist = true,
+         .a = keep(rel),
+         .what = keep("create mount point /" + rel)});
+  }
+  void symlink(const std::string& target, const std::string& rel) {
+    add({.kind = OpKind::kSymlink,
+         .a = keep(target),
+         .b = keep(rel),
+         .what = keep("symlink /" + rel + " -> " + target)});
+  }
+  // Bind-mounts host path `src` at `rel`, creating the mount point; read-only needs a second
+  // (remount) call -- the kernel ignores MS_RDONLY on the initial MS_BIND.
+  void bind(const std::string& src, const std::string& rel, bool isDir, bool readOnly) {
+    if (isDir) {
+      mkdir(rel);
+    } else {
+      touch(rel);
+    }
+    const char* target = keep(rel);
+    add({.kind = OpKind::kMount,
+         .a = keep(src),
+         .b = target,
+         .flags = MS_BIND | MS_REC,
+         .what = keep("bind-mount " + src + " at /" + rel)});
+    if (readOnly) {
+      add({.kind = OpKind::kMount,
+           .b = target,
+           .flags = kRoRemount,
+           .what = keep("remount /" + rel + " read-only")});
+    }
+  }
+  void mount(const char* fstype, const std::string& rel, unsigned long flags,
+             const std::string& data) {
+    add({.kind = OpKind::kMount,
+         .a = fstype,
+         .b = keep(rel),
+         .fstype = fstype,
+         .flags = flags,
+         .data = keep(data),
+         .what = keep(std::string("mount ") + fstype + " at /" + rel)});
+  }
+
+ private:
+  std::deque<std::string>& strings_;
+  std::vector<ChildOp>& ops_;
+};
+
+enum class HostKind { kAbsent, kDir, kFile, kCharDev, kSymlink };
+
+HostKind hostKind(const std::string& path, bool followSymlinks) {
+  struct stat st;
+  int rc = followSymlinks ? ::stat(path.c_str(), &st) : ::lstat(path.c_str(), &st);
+  if (rc != 0) return HostKind::kAbsent;
+  if (S_ISLNK(st.st_mode)) return HostKind::kSymlink;
+  if (S_ISDIR(st.st_mode)) return HostKind::kDir;
+  if (S_ISCHR(st.st_mode)) return HostKind::kCharDev;
+  return HostKind::kFile;
+}
+
+bool validId(const std::string& id) {
+  if (id.empty() || id.size() > 48) return false;
+  for (char c : id) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  }
+  return true;
+}
+
+// "/a/b" -> "a/b"; rejects relative paths, "..", "." and empty components.
+std::optional<std::string> relativeSandboxPath(const std::string& p) {
+  if (p.size() < 2 || p[0] != '/') return std::nullopt;
+  std::string rel = p.substr(1);
+  while (!rel.empty() && rel.back() == '/') rel.pop_back();
+  size_t start = 0;
+  while (start <= rel.size()) {
+    size_t end = rel.find('/', start);
+    if (end == std::string::npos) end = rel.size();
+    std::string_view comp(rel.data() + start, end - start);
+    if (comp.empty() || comp == "." || comp == "..") return std::nullopt;
+    start = end + 1;
+  }
+  return rel;
+}
+
+Status reap(int pidfd, siginfo_t* out) {
+  for (;;) {
+    siginfo_t si{};
+    if (::waitid(static_cast<idtype_t>(P_PIDFD), pidfd, &si, WEXITED) == 0) {
+      if (out != nullptr) *out = si;
+      return Status::ok();
+    }
+    if (errno != EINTR) return Status::fromErrno(errno, "waitid");
+  }
+}
+
+class ProcessSandbox final : public Sandbox {
+ public:
+  ProcessSandbox(std::string id, fs::path stateDir)
+      : id_(std::move(id)), stateDir_(std::move(stateDir)) {}
+
+  ~ProcessSandbox() override {
+    kill();
+    if (pidfd_ && !reaped_) {
+      Status st = reap(pidfd_.get(), nullptr);
+      if (!st.isOk()) SLOG_WARN("sandbox {}: reap: {}", id_, st.toString());
+      reaped_ = true;
+    }
+    netns_.reset();
+    cgroup_.reset();  // kills stragglers (none expected) and removes the cgroup directories
+    if (!stateDir_.empty()) {
+      // The root tmpfs and every bind mount live only in the sandbox's mount namespace, which
+      // died with its last process: this is a plain directory tree again.
+      Status st = removeTree(stateDir_);
+      if (!st.isOk()) SLOG_WARN("sandbox {}: {}", id_, st.toString());
+    }
+  }
+
+  const std::string& id() const override { return id_; }
+  pid_t pid() const override { return pid_; }
+  int pidFd() const override { return pidfd_.get(); }
+
+  Result<std::optional<ExitInfo>> pollExit() override {
+    if (exit_) return exit_;
+    if (!pidfd_) return Status(Code::kFailedPrecondition, "sandbox " + id_ + " has no process");
+    siginfo_t si{};
+    if (::waitid(static_cast<idtype_t>(P_PIDFD), pidfd_.get(), &si, WEXITED | WNOHANG) != 0) {
+      return Status::fromErrno(errno, "waitid for sandbox " + id_);
+    }
+    if (si.si_pid == 0) return std::optional<ExitInfo>();
+    reaped_ = true;
+    ExitInfo info;
+    if (si.si_code == CLD_EXITED) {
+      info.exitCode = si.si_status;
+      // The sandbox's init exits 128+signo when the command was killed by a signal (it cannot
+      // re-raise it: pid 1 is immune to its own signals).
+      if (info.exitCode > 128 && info.exitCode < 128 + NSIG) info.signal = info.exitCode - 128;
+    } else {
+      info.signal = si.si_status;
+      info.exitCode = 128 + si.si_status;
+    }
+    info.oomKilled = cgroup_ && cgroup_->oomKilled();
+    exit_ = info;
+    return exit_;
+  }
+
+  void kill() override {
+    // Killing pid 1 of the namespace makes the kernel kill everything else in it; the cgroup
+    // sweep is the belt to those braces.
+    if (pidfd_ && !reaped_) ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+    if (cgroup_) {
+      Status st = cgroup_->killAll();
+      if (!st.isOk()) SLOG_WARN("sandbox {}: {}", id_, st.toString());
+    }
+  }
+
+  bool oomKilled() const override { return cgroup_ && cgroup_->oomKilled(); }
+
+  ResourceUsage usage() const override {
+    ResourceUsage u;
+    if (!cgroup_) return u;
+    u.memoryPeakBytes = cgroup_->memoryPeakBytes();
+    u.memoryCurrentBytes = cgroup_->memoryCurrentBytes();
+    u.cpuTimeNs = cgroup_->cpuTimeNs();
+    return u;
+  }
+
+  Result<UniqueFd> connectTcp(uint16_t port) override {
+    if (!netns_) {
+      // Safe against pid reuse: we have not reaped pid_, so it still names our init.
+      if (reaped_ || pid_ <= 0) {
+        return Status(Code::kFailedPrecondition, "sandbox " + id_ + " has exited");
+      }
+      std::string path = "/proc/" + std::to_string(pid_) + "/ns/net";
+      netns_.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!netns_) return Status::fromErrno(errno, "open " + path);
+    }
+    // setns() switches only the calling thread; a throwaway thread keeps the caller's thread in
+    // the host namespace. The socket stays bound to the namespace it was created in.
+    Status status;
+    UniqueFd sock;
+    std::thread t([&] {
+      if (::setns(netns_.get(), CLONE_NEWNET) != 0) {
+        status = Status::fromErrno(errno, "setns into the network namespace of sandbox " + id_);
+        return;
+      }
+      sock.reset(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      if (!sock) {
+        status = Status::fromErrno(errno, "socket in sandbox " + id_);
+        return;
+      }
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_port = htons(port);
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      if (::connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 &&
+          errno != EINPROGRESS) {
+        status = Status::fromErrno(
+            errno, "connect to 127.0.0.1:" + std::to_string(port) + " in sandbox " + id_);
+        sock.reset();
+      }
+    });
+    t.join();
+    if (!status.isOk()) return status;
+    return sock;
+  }
+
+  // Set up by ProcessSandboxBackend::create().
+  std::string id_;
+  fs::path stateDir_;  // <stateDir>/<id>, removed by the destructor
+  std::unique_ptr<Cgroup> cgroup_;
+  pid_t pid_ = -1;
+  UniqueFd pidfd_;
+  bool reaped_ = false;
+  std::optional<ExitInfo> exit_;
+  UniqueFd netns_;
+};
+
+// Everything a child needs, alive in the parent until clone() has copied it.
+struct PlanStorage {
+  std::deque<std::string> strings;
+  std::vector<ChildOp> ops;
+  std::vector<char*> argv, envp;
+  std::vector<const char*> execPaths;
+  std::unique_ptr<char[]> commandStack;
+  ChildPlan plan;
+};
+
+struct CloneArgs {  // struct clone_args of <linux/sched.h>, which clashes with <sched.h>
+  uint64_t flags, pidfd, childTid, parentTid, exitSignal, stack, stackSize, tls, setTid, setTidSize,
+      cgroup;
+};
+
+}  // namespace
+
+// The host's system directories, /etc files and device nodes, resolved once per backend: the
+// ops use paths relative to the new root (the child's cwd), so they are the same for every
+// sandbox.
+namespace {
+
+struct HostOps {
+  std::deque<std::string> strings;
+  std::vector<ChildOp> systemOps;  // /usr, /bin, /lib..., /etc
+  std::vector<ChildOp> devOps;     // /proc, /dev
+};
+
+void buildHostLayout(HostOps& layout);
+
+}  // namespace
+
+struct ProcessSandboxBackend::HostLayout : HostOps {};
+
+ProcessSandboxBackend::ProcessSandboxBackend(ProcessSandboxOptions options,
+                                             std::unique_ptr<CgroupDriver> cgroups,
+                                             std::unique_ptr<const HostLayout> host)
+    : options_(std::move(options)), cgroups_(std::move(cgroups)), host_(std::move(host)) {}
+
+ProcessSandboxBackend::~ProcessSandboxBackend() = default;
+
+Result<std::unique_ptr<ProcessSandboxBackend>> ProcessSandboxBackend::create(
+    ProcessSandboxOptions options) {
+  if (options.stateDir.empty() || !options.stateDir.is_absolute()) {
+    return invalidArgument("sandbox stateDir must be an absolute path");
+  }
+  if (!validId(options.cgroupParent)) {
+    return invalidArgument("cgroupParent must be [a-z0-9-]{1,48}: '" + options.cgroupParent + "'");
+  }
+  RETURN_IF_ERROR(makeDirs(options.stateDir, 0711));
+  ASSIGN_OR_RETURN(auto cgroups, detectCgroupDriver());
+  auto host = std::make_unique<HostLayout>();
+  buildHostLayout(*host);
+  return std::unique_ptr<ProcessSandboxBackend>(
+      new ProcessSandboxBackend(std::move(options), std::move(cgroups), std::move(host)));
+}
+
+namespace {
+
+void buildHostLayout(HostOps& layout) {
+  {
+    PlanBuilder b(layout.strings, layout.systemOps);
+    // Debian 12 is usr-merged: /bin, /sbin, /lib* are symlinks into /usr and are recreated as
+    // such; on a host where they are real directories they are bind-mounted.
+    for (const char* d : {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"}) {
+      std::string host = std::string("/") + d;
+      switch (hostKind(host, /*followSymlinks=*/false)) {
+        case HostKind::kDir:
+          b.bind(host, d, /*isDir=*/true, /*readOnly=*/true);
+          break;
+        case HostKind::kSymlink: {
+          char target[PATH_MAX];
+          ssize_t n = ::readlink(host.c_str(), target, sizeof target - 1);
+          if (n > 0) b.symlink(std::string(target, static_cast<size_t>(n)), d);
+          break;
+        }
+        default:
+          break;
+      }
+    }
+    // A minimal /etc: what libc, Python/Node and TLS clients read. Deliberately not shadow,
+    // not the host's machine-id, not anything with secrets.
+    b.mkdir("etc");
+    for (const char* f : {"passwd", "group", "hosts", "resolv.conf", "nsswitch.conf", "ld.so.cache",
+                          "localtime", "ssl", "ca-certificates", "alternatives"}) {
+      std::string host = std::string("/etc/") + f;
+      HostKind k = hostKind(host, /*followSymlinks=*/true);
+      if (k == HostKind::kDir || k == HostKind::kFile) {
+        b.bind(host, std::string("etc/") + f, k == HostKind::kDir, /*readOnly=*/true);
+      }
+    }
+  }
+  {
+    PlanBuilder b(layout.strings, layout.devOps);
+    // Mounted by the child, which is pid 1 of the new pid namespace: this proc shows only the
+    // sandbox's processes.
+    b.mkdir("proc");
+    b.mount("proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+    b.mkdir("dev");
+    // Not nodev: the bind-mounted device nodes below keep their own (host) mount flags anyway,
+    // and nothing inside can mknod.
+    b.mount("tmpfs", "dev", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k,nr_inodes=64");
+    for (const char* d : {"null", "zero", "full", "random", "urandom", "tty"}) {
+      std::string host = std::string("/dev/") + d;
+      if (hostKind(host, true) == HostKind::kCharDev) {
+        b.bind(host, std::string("dev/") + d, /*isDir=*/false, /*readOnly=*/false);
+      }
+    }
+    b.symlink("/proc/self/fd", "dev/fd");
+    b.symlink("/proc/self/fd/0", "dev/stdin");
+    b.symlink("/proc/self/fd/1", "dev/stdout");
+    b.symlink("/proc/self/fd/2", "dev/stderr");
+    b.mkdir("dev/shm", 01777);
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec& spec) {
+  if (!validId(spec.id))
+    return invalidArgument("sandbox id must be [a-z0-9-]{1,48}: '" + spec.id + "'");
+  if (spec.argv.empty() || spec.argv[0].empty()) {
+    return invalidArgument("sandbox " + spec.id + ": empty argv");
+  }
+  if (spec.cwd.empty() || spec.cwd[0] != '/') {
+    return invalidArgument("sandbox " + spec.id + ": cwd must be absolute");
+  }
+  if (spec.memoryBytes < 0 || spec.tmpfsBytes <= 0 || spec.pidsMax < 0) {
+    return invalidArgument("sandbox " + spec.id + ": negative limit");
+  }
+  const std::string ctx = "create sandbox " + spec.id;
+
+  // ---- host-side state: <stateDir>/<id>/root (the sandbox object owns it from here on).
+  fs::path dir = options_.stateDir / spec.id;
+  if (::mkdir(dir.c_str(), 0700) != 0)
+    return Status::fromErrno(errno, ctx + ": mkdir " + dir.string());
+  auto sandbox = std::make_unique<ProcessSandbox>(spec.id, dir);
+  fs::path root = dir / "root";
+  if (::mkdir(root.c_str(), 0755) != 0)
+    return Status::fromErrno(errno, ctx + ": mkdir " + root.string());
+
+  CgroupLimits limits;
+  limits.memoryBytes = spec.memoryBytes;
+  limits.pidsMax = spec.pidsMax;
+  limits.cpuShares = spec.cpuShares;
+  {
+    auto cg = cgroups_->create(options_.cgroupParent, spec.id, limits);
+    if (!cg) return cg.status().withContext(ctx);
+    sandbox->cgroup_ = std::move(cg).value();
+  }
+
+  // ---- the plan: every byte the child will look at, prepared before clone().
+  PlanStorage st;
+  st.ops.reserve(host_->systemOps.size() + host_->devOps.size() + 32 + 4 * spec.mounts.size());
+  PlanBuilder b(st.strings, st.ops);
+  const std::string tmpData = "mode=1777,size=" + std::to_string(spec.tmpfsBytes);
+  b.add({.kind = OpKind::kMount,
+         .b = "/",
+         .flags = MS_REC | MS_PRIVATE,
+         .what = "make the mount tree private"});
+  b.add({.kind = OpKind::kMount,
+         .a = "tmpfs",
+         .b = b.keep(root.string()),
+         .fstype = "tmpfs",
+         .flags = MS_NOSUID | MS_NODEV,
+         .data = "mode=755,size=1m,nr_inodes=4096",
+         .what = b.keep("mount the root tmpfs at " + root.string())});
+  b.add({.kind = OpKind::kChdir, .a = st.ops.back().b, .what = b.keep("chdir " + root.string())});
+  for (const ChildOp& op : host_->systemOps) b.add(op);
+  if (spec.codeDir.empty()) {
+    b.mkdir("code");
+  } else {
+    if (hostKind(spec.codeDir.string(), true) != HostKind::kDir) {
+      return invalidArgument(ctx + ": codeDir " + spec.codeDir.string() + " is not a directory");
+    }
+    b.bind(spec.codeDir.string(), "code", /*isDir=*/true, /*readOnly=*/true);
+  }
+  b.mkdir("tmp", 01777);
+  b.mount("tmpfs", "tmp", MS_NOSUID | MS_NODEV, tmpData);
+  for (const ChildOp& op : host_->devOps) b.add(op);
+  b.mount("tmpfs", "dev/shm", MS_NOSUID | MS_NODEV, tmpData);
+
+  // Caller's bind mounts; their mount points are created on the root tmpfs (or /run, /tmp).
+  bool needRun = false;
+  std::vector<std::string> mountRel;
+  for (const BindMount& m : spec.mounts) {
+    auto rel = relativeSandboxPath(m.sandboxPath);
+    if (!rel) return invalidArgument(ctx + ": bad mount path '" + m.sandboxPath + "'");
+    HostKind k = hostKind(m.hostPath.string(), true);
+    if (k == HostKind::kAbsent) {
+      return notFound(ctx + ": mount source " + m.hostPath.string() + " does not exist");
+    }
+    if (*rel == "run" || rel->starts_with("run/")) needRun = true;
+    mountRel.push_back(*rel);
+  }
+  if (needRun) {
+    b.mkdir("run");
+    b.mount("tmpfs", "run", MS_NOSUID | MS_NODEV, "mode=755,size=1m");
+  }
+  for (size_t i = 0; i < spec.mounts.size(); ++i) {
+    const std::string& rel = mountRel[i];
+    for (size_t slash = rel.find('/'); slash != std::string::npos;
+         slash = rel.find('/', slash + 1)) {
+      b.mkdir(rel.substr(0, slash));
+    }
+    bool isDir = hostKind(spec.mounts[i].hostPath.string(), true) == HostKind::kDir;
+    b.bind(spec.mounts[i].hostPath.string(), rel, isDir, spec.mounts[i].readOnly);
+  }
+
+  b.add({.kind = OpKind::kSetHostname, .a = b.keep(spec.id), .what = "sethostname"});
+  b.add({.kind = OpKind::kLoopbackUp, .what = "bring up the loopback interface"});
+  b.add({.kind = OpKind::kPivotRoot, .what = b.keep("pivot_root into " + root.string())});
+  b.add({.kind = OpKind::kUmountDetach, .a = ".", .what = "detach the old root"});
+  b.add({.kind = OpKind::kChdir, .a = "/", .what = "chdir /"});
+  b.add({.kind = OpKind::kMount,
+         .b = "/dev",
+         .flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC,
+         .what = "remount /dev read-only"});
+  b.add({.kind = OpKind::kMount, .b = "/", .flags = kRoRemount, .what = "remount / read-only"});
+
+  // Exec phase.
+  for (const auto& a : spec.argv) st.argv.push_back(const_cast<char*>(b.keep(a)));
+  st.argv.push_back(nullptr);
+  std::string pathVar = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  bool hasPath = false;
+  for (const auto& e : spec.env) {
+    if (e.starts_with("PATH=")) {
+      hasPath = true;
+      pathVar = e.substr(5);
+    }
+    st.envp.push_back(const_cast<char*>(b.keep(e)));
+  }
+  // Like a login shell, a sandbox always has a PATH.
+  if (!hasPath) st.envp.push_back(const_cast<char*>(b.keep("PATH=" + pathVar)));
+  st.envp.push_back(nullptr);
+  if (spec.argv[0].find('/') != std::string::npos) {
+    st.execPaths.push_back(st.argv[0]);
+  } else {
+    size_t start = 0;
+    while (start <= pathVar.size()) {
+      size_t end = pathVar.find(':', start);
+      if (end == std::string::npos) end = pathVar.size();
+      std::string d = pathVar.substr(start, end - start);
+      if (!d.empty()) st.execPaths.push_back(b.keep(d + "/" + spec.argv[0]));
+      start = end + 1;
+    }
+  }
+  st.execPaths.push_back(nullptr);
+  st.commandStack.reset(new char[kCommandStackSize]);
+
+  int syncPipe[2], errPipe[2];
+  if (::pipe2(syncPipe, O_CLOEXEC) != 0) return Status::fromErrno(errno, ctx + ": pipe");
+  UniqueFd syncR(syncPipe[0]), syncW(syncPipe[1]);
+  if (::pipe2(errPipe, O_CLOEXEC) != 0) return Status::fromErrno(errno, ctx + ": pipe");
+  UniqueFd errR(errPipe[0]), errW(errPipe[1]);
+
+  ChildPlan& plan = st.plan;
+  plan.ops = st.ops.data();
+  plan.opCount = st.ops.size();
+  plan.argv = st.argv.data();
+  plan.envp = st.envp.data();
+  plan.execPaths = st.execPaths.data();
+  plan.cwd = b.keep(spec.cwd);
+  plan.uid = spec.uid;
+  plan.gid = spec.gid;
+  plan.stdoutFd = spec.stdoutFd;
+  plan.stderrFd = spec.stderrFd;
+  plan.syncFd = syncR.get();
+  plan.errorFd = errW.get();
+  // Stacks grow down; keep the top 16-byte aligned as the ABI requires.
+  plan.commandStackTop = reinterpret_cast<char*>(
+      (reinterpret_cast<uintptr_t>(st.commandStack.get()) + kCommandStackSize) & ~uintptr_t{15});
+
+  // ---- clone.
+  int pidfd = -1;
+  CloneArgs args{};
+  args.flags =
+      CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_PIDFD;
+  args.pidfd = reinterpret_cast<uintptr_t>(&pidfd);
+  args.exitSignal = SIGCHLD;
+  long pid = ::syscall(SYS_clone3, &args, sizeof args);
+  if (pid == 0) sandbox_internal::runSandboxInit(plan);  // never returns
+  if (pid < 0) return Status::fromErrno(errno, ctx + ": clone");
+  sandbox->pid_ = static_cast<pid_t>(pid);
+  sandbox->pidfd_.reset(pidfd);
+  syncR.reset();
+  errW.reset();
+
+  // Into the cgroup before the child does anything that allocates memory or forks.
+  Status st2 = sandbox->cgroup_->addProcess(sandbox->pid_);
+  if (!st2.isOk()) return st2.withContext(ctx + ": move into cgroup");
+  if (::write(syncW.get(), "g", 1) != 1) return Status::fromErrno(errno, ctx + ": release child");
+  syncW.reset();
+
+  // ---- wait for execve (EOF) or a ChildError.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kSetupTimeoutMs);
+  ChildError err{};
+  size_t got = 0;
+  for (;;) {
+    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    deadline - std::chrono::steady_clock::now())
+                                    .count());
+    if (left <= 0) {
+      return Status(Code::kDeadlineExceeded, ctx + ": setup did not finish within " +
+                                                 std::to_string(kSetupTimeoutMs) + " ms");
+    }
+    pollfd pfd{errR.get(), POLLIN, 0};
+    int rc = ::poll(&pfd, 1, left);
+    if (rc < 0 && errno != EINTR) return Status::fromErrno(errno, ctx + ": poll");
+    if (rc <= 0) continue;
+    ssize_t n = ::read(errR.get(), reinterpret_cast<char*>(&err) + got, sizeof err - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::fromErrno(errno, ctx + ": read setup status");
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+    if (got == sizeof err) break;
+  }
+  if (got == 0) return std::unique_ptr<Sandbox>(std::move(sandbox));
+  if (got != sizeof err) return internalError(ctx + ": truncated setup status");
+
+  std::string what;
+  using namespace sandbox_internal;
+  if (err.step >= 0 && static_cast<size_t>(err.step) < st.ops.size()) {
+    what = st.ops[static_cast<size_t>(err.step)].what;
+  } else {
+    switch (err.step) {
+      case kStepSpawn:
+        what = "spawn the command";
+        break;
+      case kStepStdio:
+        what = "set up stdin/stdout/stderr";
+        break;
+      case kStepSetgroups:
+        what = "setgroups";
+        break;
+      case kStepSetgid:
+        what = "setgid " + std::to_string(spec.gid);
+        break;
+      case kStepSetuid:
+        what = "setuid " + std::to_string(spec.uid);
+        break;
+      case kStepNoNewPrivs:
+        what = "PR_SET_NO_NEW_PRIVS";
+        break;
+      case kStepChdir:
+        what = "chdir " + spec.cwd;
+        break;
+      case kStepExec:
+        what = "execve " + spec.argv[0];
+        break;
+      default:
+        what = "step " + std::to_string(err.step);
+        break;
+    }
+  }
+  // The sandbox object's destructor kills, reaps and cleans up.
+  return Status::fromErrno(err.err, ctx + ": " + what);
+}
+
+Status ProcessSandboxBackend::sweepLeftovers() {
+  Status first = cgroups_->removeAll(options_.cgroupParent);
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(options_.stateDir, ec)) {
+    Status st = removeTree(e.path());
+    if (!st.isOk() && first.isOk()) first = st;
+  }
+  if (ec) return Status::fromErrno(ec.value(), "list " + options_.stateDir.string());
+  return first;
+}
+
+}  // namespace stratus

@@ -28,6 +28,7 @@ struct ProcessSandboxOptions {
 class ProcessSandboxBackend final : public SandboxBackend {
  public:
   static Result<std::unique_ptr<ProcessSandboxBackend>> create(ProcessSandboxOptions options);
+  ~ProcessSandboxBackend() override;
   std::string_view name() const override { return "process"; }
   Result<std::unique_ptr<Sandbox>> create(const SandboxSpec& spec) override;
   // Kills processes and removes cgroups and state directories left by an earlier run of this
@@ -35,9 +36,12 @@ class ProcessSandboxBackend final : public SandboxBackend {
   Status sweepLeftovers();
 
  private:
-  ProcessSandboxBackend(ProcessSandboxOptions options, std::unique_ptr<CgroupDriver> cgroups);
+  struct HostLayout;  // the host's system directories, resolved once (process_sandbox.cc)
+  ProcessSandboxBackend(ProcessSandboxOptions options, std::unique_ptr<CgroupDriver> cgroups,
+                        std::unique_ptr<const HostLayout> host);
   ProcessSandboxOptions options_;
   std::unique_ptr<CgroupDriver> cgroups_;
+  std::unique_ptr<const HostLayout> host_;
 };
 
 }  // namespace stratus

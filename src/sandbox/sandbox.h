@@ -62,8 +62,8 @@ struct SandboxSpec {
 };
 
 struct ExitInfo {
-  int exitCode = -1;   // valid when signal == 0
-  int signal = 0;      // terminating signal, 0 if exited normally
+  int exitCode = -1;       // valid when signal == 0
+  int signal = 0;          // terminating signal, 0 if exited normally
   bool oomKilled = false;  // the cgroup's OOM killer fired at least once
 };
 
