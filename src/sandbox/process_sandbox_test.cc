@@ -268,5 +268,296 @@ TEST_F(ProcessSandboxTest, IsolatedView) {
   EXPECT_EQ(o["stdin"].as_string(), "");  // /dev/null
 }
 
+TEST_F(ProcessSandboxTest, ReportsExitCodeAndFindsCommandOnPath) {
+  auto [text, info] = run(spec("exit7", {"sh", "-c", "echo out; exit 7"}));
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(text, "out\n");
+  EXPECT_EQ(info->exitCode, 7);
+  EXPECT_EQ(info->signal, 0);
+  EXPECT_FALSE(info->oomKilled);
+}
+
+TEST_F(ProcessSandboxTest, CommandKilledBySignalReportsIt) {
+  auto [text, info] = run(spec("sig", {"/bin/sh", "-c", "kill -TERM $$"}));
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->signal, SIGTERM);
+  EXPECT_EQ(info->exitCode, 128 + SIGTERM);
+}
+
+// Decision: a command that cannot be exec'd makes create() fail with the execve errno (ENOENT
+// -> Code::kNotFound) and leaves nothing behind; it never yields a running sandbox.
+TEST_F(ProcessSandboxTest, NonexistentBinaryIsACreateError) {
+  auto sb = backend_->create(spec("badexec", {"/nonexistent/binary", "x"}));
+  ASSERT_FALSE(sb.isOk());
+  EXPECT_EQ(sb.status().code(), Code::kNotFound);
+  EXPECT_EQ(sb.status().sysErrno(), ENOENT);
+  EXPECT_NE(sb.status().message().find("execve /nonexistent/binary"), std::string::npos)
+      << sb.status().message();
+  EXPECT_FALSE(fs::exists(tmp_ / "state" / "badexec"));
+  EXPECT_FALSE(fs::exists(fs::path("/sys/fs/cgroup/memory") / parent_ / "badexec"));
+
+  auto sb2 = backend_->create(spec("badpath", {"no-such-command-anywhere"}));
+  ASSERT_FALSE(sb2.isOk());
+  EXPECT_EQ(sb2.status().sysErrno(), ENOENT);
+}
+
+TEST_F(ProcessSandboxTest, SetupFailuresNameTheStep) {
+  SandboxSpec s = spec("badcwd", {"/bin/true"});
+  s.cwd = "/does/not/exist";
+  auto sb = backend_->create(s);
+  ASSERT_FALSE(sb.isOk());
+  EXPECT_NE(sb.status().message().find("chdir /does/not/exist: ENOENT"), std::string::npos)
+      << sb.status().message();
+
+  // A mount point inside the read-only /usr cannot be created.
+  SandboxSpec m = spec("badmount", {"/bin/true"});
+  m.mounts.push_back({code_, "/usr/stratus-x", true});
+  auto sb2 = backend_->create(m);
+  ASSERT_FALSE(sb2.isOk());
+  EXPECT_NE(sb2.status().message().find("/usr/stratus-x: EROFS"), std::string::npos)
+      << sb2.status().message();
+  EXPECT_FALSE(fs::exists(tmp_ / "state" / "badmount"));
+
+  EXPECT_EQ(backend_->create(spec("Bad_Id", {"/bin/true"})).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(backend_->create(spec("empty", {})).status().code(), Code::kInvalidArgument);
+}
+
+TEST_F(ProcessSandboxTest, DuplicateIdIsRejected) {
+  auto a = backend_->create(spec("dup", {"/usr/bin/sleep", "1000"}));
+  ASSERT_TRUE(a.isOk()) << a.status().toString();
+  auto b = backend_->create(spec("dup", {"/usr/bin/sleep", "1000"}));
+  ASSERT_FALSE(b.isOk());
+  EXPECT_EQ(b.status().code(), Code::kAlreadyExists);
+  // The failed attempt must not have torn down the live sandbox's state.
+  EXPECT_TRUE(fs::exists(tmp_ / "state" / "dup"));
+  EXPECT_FALSE((*a)->pollExit()->has_value());
+}
+
+TEST_F(ProcessSandboxTest, MemoryBombIsOomKilled) {
+  SandboxSpec s = spec("oom", {"/usr/bin/python3", "-c",
+                               "print('start', flush=True)\n"
+                               "a = []\n"
+                               "while True: a.append(' ' * (1 << 20))\n"});
+  s.memoryBytes = 64LL << 20;
+  auto [text, info] = run(s);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(text, "start\n");
+  EXPECT_TRUE(info->oomKilled);
+  EXPECT_EQ(info->signal, SIGKILL);
+  EXPECT_EQ(info->exitCode, 137);
+}
+
+TEST_F(ProcessSandboxTest, OomKilledAndUsageOnLiveSandbox) {
+  SandboxSpec s = spec("oom2", {"/usr/bin/python3", "-c",
+                                "a = []\n"
+                                "while True: a.append(' ' * (1 << 20))\n"});
+  s.memoryBytes = 48LL << 20;
+  auto sb = backend_->create(s);
+  ASSERT_TRUE(sb.isOk()) << sb.status().toString();
+  auto info = waitExit(**sb);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_TRUE((*sb)->oomKilled());
+  ResourceUsage u = (*sb)->usage();
+  EXPECT_GE(u.memoryPeakBytes, 32LL << 20);
+  EXPECT_LE(u.memoryPeakBytes, 48LL << 20);
+  EXPECT_GT(u.cpuTimeNs, 0);
+}
+
+TEST_F(ProcessSandboxTest, ForkBombStopsAtPidsMax) {
+  writeCode("forks.py", R"PY(
+import os, signal, sys
+n = 0
+for i in range(500):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        signal.pause()
+        os._exit(0)
+    n += 1
+print(n, flush=True)
+)PY");
+  SandboxSpec s = spec("forks", {"/usr/bin/python3", "/code/forks.py"});
+  s.pidsMax = 24;
+  auto [text, info] = run(s);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->exitCode, 0) << text;
+  int n = std::atoi(text.c_str());
+  // init + python + n children <= pidsMax.
+  EXPECT_GT(n, 10);
+  EXPECT_LE(n, 22);
+}
+
+TEST_F(ProcessSandboxTest, ConnectTcpReachesServerInsideOnly) {
+  std::string token = "tok-" + randomHex();
+  writeCode("server.py", R"PY(
+import os, socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', 9000))
+s.listen(16)
+print('ready', flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(os.environ['TOKEN'].encode())
+    c.close()
+)PY");
+  SandboxSpec s = spec("tcp", {"/usr/bin/python3", "/code/server.py"});
+  s.env = {"TOKEN=" + token};
+  Pipe out;
+  s.stdoutFd = out.w.get();
+  s.stderrFd = 2;
+  auto sb = backend_->create(s);
+  ASSERT_TRUE(sb.isOk()) << sb.status().toString();
+  out.w.reset();
+  ASSERT_EQ(readLine(out.r.get()), "ready\n");
+
+  for (int i = 0; i < 2; ++i) {  // twice: the cached namespace fd is reused
+    auto fd = (*sb)->connectTcp(9000);
+    ASSERT_TRUE(fd.isOk()) << fd.status().toString();
+    EXPECT_EQ(readUntilEof(fd->get(), std::chrono::seconds(10)), token);
+  }
+
+  // Nothing listens on another port inside.
+  auto refused = (*sb)->connectTcp(9001);
+  if (refused.isOk()) {
+    pollfd p{refused->get(), POLLOUT, 0};
+    ASSERT_EQ(::poll(&p, 1, 5000), 1);
+    int err = 0;
+    socklen_t len = sizeof err;
+    ::getsockopt(refused->get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    EXPECT_EQ(err, ECONNREFUSED);
+  } else {
+    EXPECT_EQ(refused.status().sysErrno(), ECONNREFUSED);
+  }
+
+  // The host's 127.0.0.1:9000 is not the sandbox's: whatever answers there (if anything does)
+  // is not our server.
+  UniqueFd host(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(9000);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(host.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    EXPECT_NE(readUntilEof(host.get(), std::chrono::milliseconds(500)), token);
+  } else {
+    EXPECT_EQ(errno, ECONNREFUSED);
+  }
+}
+
+std::vector<pid_t> cgroupPids(const fs::path& dir) {
+  std::vector<pid_t> out;
+  std::istringstream in(slurp(dir / "cgroup.procs"));
+  pid_t p;
+  while (in >> p) out.push_back(p);
+  return out;
+}
+
+bool processAlive(pid_t pid) {
+  // A pid we once saw could be reused by the time we look; compare start markers is overkill
+  // here: a reused pid would not be in our (removed) cgroup, so check both.
+  return fs::exists("/proc/" + std::to_string(pid));
+}
+
+TEST_F(ProcessSandboxTest, DestructionLeavesNothing) {
+  writeCode("tree.sh", "sleep 1000 & sleep 1000 & echo started; wait\n");
+  SandboxSpec s = spec("gone", {"/bin/sh", "/code/tree.sh"});
+  Pipe out;
+  s.stdoutFd = out.w.get();
+  auto sb = backend_->create(s);
+  ASSERT_TRUE(sb.isOk()) << sb.status().toString();
+  out.w.reset();
+  ASSERT_EQ(readLine(out.r.get()), "started\n");
+  fs::path memDir = fs::path("/sys/fs/cgroup/memory") / parent_ / "gone";
+  std::vector<pid_t> pids = cgroupPids(memDir);
+  EXPECT_EQ(pids.size(), 4u);  // init, sh, 2x sleep
+  pid_t init = (*sb)->pid();
+  EXPECT_NE(std::find(pids.begin(), pids.end(), init), pids.end());
+  EXPECT_TRUE(fs::exists(tmp_ / "state" / "gone"));
+  EXPECT_FALSE((*sb)->pollExit()->has_value());
+
+  sb->reset();
+  for (const char* c : {"memory", "pids", "cpu", "cpuacct"}) {
+    EXPECT_FALSE(fs::exists(fs::path("/sys/fs/cgroup") / c / parent_ / "gone")) << c;
+  }
+  for (pid_t p : pids) EXPECT_FALSE(processAlive(p)) << p;
+  EXPECT_FALSE(fs::exists(tmp_ / "state" / "gone"));
+  EXPECT_EQ(slurp("/proc/self/mountinfo").find(tmp_.string()), std::string::npos);
+}
+
+TEST_F(ProcessSandboxTest, KillThenPollExit) {
+  auto sb = backend_->create(spec("killme", {"/usr/bin/sleep", "1000"}));
+  ASSERT_TRUE(sb.isOk()) << sb.status().toString();
+  (*sb)->kill();
+  auto info = waitExit(**sb);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->signal, SIGKILL);
+  EXPECT_FALSE(info->oomKilled);
+  (*sb)->kill();  // idempotent
+  auto again = (*sb)->pollExit();
+  ASSERT_TRUE(again.isOk() && again->has_value());
+  EXPECT_EQ((*again)->signal, SIGKILL);
+  EXPECT_FALSE((*sb)->connectTcp(80).isOk());
+}
+
+TEST_F(ProcessSandboxTest, ExtraBindMounts) {
+  fs::path rw = tmp_ / "rw";
+  fs::path ro = tmp_ / "ro";
+  fs::create_directory(rw);
+  fs::create_directory(ro);
+  ::chmod(rw.c_str(), 0777);
+  ::chmod(ro.c_str(), 0755);
+  put(ro / "data.txt", "ro-data");
+  ::chmod((ro / "data.txt").c_str(), 0644);
+  SandboxSpec s =
+      spec("mounts", {"/bin/sh", "-c",
+                      "cat /opt/ro/data.txt; echo from-sandbox > /run/stratus/out.txt "
+                      "&& echo written; (echo x > /opt/ro/y) 2>/dev/null || echo rofail"});
+  s.mounts.push_back({rw, "/run/stratus", false});
+  s.mounts.push_back({ro, "/opt/ro", true});
+  auto [text, info] = run(s);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->exitCode, 0);
+  EXPECT_EQ(text, "ro-datawritten\nrofail\n");
+  EXPECT_EQ(slurp(rw / "out.txt"), "from-sandbox\n");
+  EXPECT_FALSE(fs::exists(ro / "y"));
+}
+
+TEST_F(ProcessSandboxTest, SweepLeftoversRemovesStaleState) {
+  fs::create_directories(tmp_ / "state" / "stale" / "root");
+  fs::path mem = fs::path("/sys/fs/cgroup/memory") / parent_ / "stale";
+  fs::create_directories(mem);
+  pid_t child = 0;
+  char* argv[] = {const_cast<char*>("/usr/bin/sleep"), const_cast<char*>("1000"), nullptr};
+  ASSERT_EQ(::posix_spawn(&child, argv[0], nullptr, nullptr, argv, environ), 0);
+  put(mem / "cgroup.procs", std::to_string(child));
+  ASSERT_TRUE(backend_->sweepLeftovers().isOk());
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFSIGNALED(status));
+  EXPECT_FALSE(fs::exists(mem));
+  EXPECT_TRUE(fs::is_empty(tmp_ / "state"));
+}
+
+TEST_F(ProcessSandboxTest, CreateAndDestroyManyMeasuresCreateTime) {
+  constexpr int kCount = 50;
+  double totalCreateMs = 0, totalDestroyMs = 0;
+  for (int i = 0; i < kCount; ++i) {
+    auto t0 = Clock::now();
+    auto sb = backend_->create(spec("loop-" + std::to_string(i), {"/usr/bin/sleep", "1000"}));
+    auto t1 = Clock::now();
+    ASSERT_TRUE(sb.isOk()) << sb.status().toString();
+    sb->reset();
+    auto t2 = Clock::now();
+    totalCreateMs += std::chrono::duration<double, std::milli>(t1 - t0).count();
+    totalDestroyMs += std::chrono::duration<double, std::milli>(t2 - t1).count();
+  }
+  std::printf("[ sandbox  ] create: %.2f ms avg, destroy: %.2f ms avg over %d sandboxes\n",
+              totalCreateMs / kCount, totalDestroyMs / kCount, kCount);
+  EXPECT_TRUE(fs::is_empty(tmp_ / "state"));
+}
+
 }  // namespace
 }  // namespace stratus
