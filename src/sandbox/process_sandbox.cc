@@ -571,10 +571,13 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   syncR.reset();
   errW.reset();
 
-  // Into the cgroup before the child does anything that allocates memory or forks.
-  Status st2 = sandbox->cgroup_->addProcess(sandbox->pid_);
-  if (!st2.isOk()) return st2.withContext(ctx + ": move into cgroup");
-  if (::write(syncW.get(), "g", 1) != 1) return Status::fromErrno(errno, ctx + ": release child");
+  // Into the cgroup before the command starts (the child sets up its root meanwhile and waits
+  // for the go byte before spawning the command). On failure, closing the pipe without the byte
+  // makes the child exit.
+  Status moved = sandbox->cgroup_->addProcess(sandbox->pid_);
+  if (moved.isOk() && ::write(syncW.get(), "g", 1) != 1) {
+    moved = Status::fromErrno(errno, "release the child");
+  }
   syncW.reset();
 
   // ---- wait for execve (EOF) or a ChildError.
@@ -600,7 +603,10 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
     got += static_cast<size_t>(n);
     if (got == sizeof err) break;
   }
-  if (got == 0) return std::unique_ptr<Sandbox>(std::move(sandbox));
+  if (got == 0) {
+    if (!moved.isOk()) return moved.withContext(ctx + ": move into cgroup");
+    return std::unique_ptr<Sandbox>(std::move(sandbox));
+  }
   if (got != sizeof err) return internalError(ctx + ": truncated setup status");
 
   std::string what;

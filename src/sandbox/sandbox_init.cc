@@ -149,17 +149,9 @@ int exitCodeOf(int status) {
 
 void runSandboxInit(const ChildPlan& p) {
   // Dies with the creating thread. The parent-death race (parent gone before this prctl) is
-  // covered by the sync pipe below: the read then sees EOF instead of the go byte.
+  // covered by the sync pipe: the read before spawning the command then sees EOF.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   closeAllExcept(p.syncFd, p.errorFd, p.stdoutFd, p.stderrFd);
-
-  char go = 0;
-  ssize_t n;
-  do {
-    n = ::read(p.syncFd, &go, 1);
-  } while (n < 0 && errno == EINTR);
-  if (n != 1) ::_exit(126);
-  ::close(p.syncFd);
 
   // The worker may ignore SIGPIPE or SIGCHLD, block signals, or install handlers; a sandbox
   // starts from default dispositions and an empty mask (handlers reset at execve anyway, but
@@ -180,6 +172,17 @@ void runSandboxInit(const ChildPlan& p) {
   for (size_t i = 0; i < p.opCount; ++i) {
     if (runOp(p.ops[i]) != 0) fail(p, static_cast<int32_t>(i), errno);
   }
+
+  // The parent moves us into the sandbox's cgroup while we set up the root (on cgroup v1 the
+  // migration waits for an RCU grace period, so overlapping the two saves milliseconds); the
+  // command must not start before that is done. EOF instead of the go byte: the parent is gone.
+  char go = 0;
+  ssize_t n;
+  do {
+    n = ::read(p.syncFd, &go, 1);
+  } while (n < 0 && errno == EINTR);
+  if (n != 1) ::_exit(126);
+  ::close(p.syncFd);
 
   // The vfork-style clone returns once the command has exec'd (or exited after reporting).
   pid_t cmd = ::clone(commandMain, p.commandStackTop, CLONE_VM | CLONE_VFORK | SIGCHLD,

@@ -74,7 +74,8 @@ struct ChildPlan {
   int stdoutFd = -1;  // -1: /dev/null
   int stderrFd = -1;
   // Plumbing.
-  int syncFd = -1;   // read end: one byte arrives once the parent placed us in the cgroup
+  int syncFd = -1;   // read end: one byte arrives once the parent placed us in the cgroup;
+                     // read just before the command is spawned
   int errorFd = -1;  // write end, CLOEXEC: ChildError records
   char* commandStackTop = nullptr;  // stack for the CLONE_VM|CLONE_VFORK command spawn
 };
