@@ -294,7 +294,8 @@ class Worker::Impl {
     loop_->post([this, id] {
       auto it = instances_.find(id);
       if (it == instances_.end()) return;
-      abortInstance(it->second, "instance " + id + " was stopped");
+      InstancePtr inst = it->second;  // a copy: teardown erases the map entry
+      abortInstance(inst, "instance " + id + " was stopped");
     });
   }
 
@@ -1116,7 +1117,7 @@ class Worker::Impl {
 
   // Releases everything the instance holds on the loop; the sandbox and the state directory go
   // to the spawner thread (destroying a sandbox waits for its cgroup to empty).
-  void teardown(const InstancePtr& inst) {
+  void teardown(InstancePtr inst) {  // by value: the caller's reference may be the map entry
     if (inst->state == State::kDead) return;
     inst->state = State::kDead;
     for (auto* t : {&inst->startTimer, &inst->connectTimer, &inst->eofTimer}) {
