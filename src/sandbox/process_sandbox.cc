@@ -533,8 +533,12 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   st.execPaths.push_back(nullptr);
   st.commandStack.reset(new char[kCommandStackSize]);
 
+  // The go byte travels over a socket so that it can be sent with MSG_NOSIGNAL: a child that
+  // already failed has closed its end, and a plain pipe write would SIGPIPE the whole worker.
   int syncPipe[2], errPipe[2];
-  if (::pipe2(syncPipe, O_CLOEXEC) != 0) return Status::fromErrno(errno, ctx + ": pipe");
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, syncPipe) != 0) {
+    return Status::fromErrno(errno, ctx + ": socketpair");
+  }
   UniqueFd syncR(syncPipe[0]), syncW(syncPipe[1]);
   if (::pipe2(errPipe, O_CLOEXEC) != 0) return Status::fromErrno(errno, ctx + ": pipe");
   UniqueFd errR(errPipe[0]), errW(errPipe[1]);
@@ -575,7 +579,7 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   // for the go byte before spawning the command). On failure, closing the pipe without the byte
   // makes the child exit.
   Status moved = sandbox->cgroup_->addProcess(sandbox->pid_);
-  if (moved.isOk() && ::write(syncW.get(), "g", 1) != 1) {
+  if (moved.isOk() && ::send(syncW.get(), "g", 1, MSG_NOSIGNAL) != 1) {
     moved = Status::fromErrno(errno, "release the child");
   }
   syncW.reset();

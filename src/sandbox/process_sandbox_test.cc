@@ -16,11 +16,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/json.hpp>
 #include <chrono>
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <thread>
 
 namespace stratus {
 namespace {
@@ -557,6 +559,70 @@ TEST_F(ProcessSandboxTest, CreateAndDestroyManyMeasuresCreateTime) {
   std::printf("[ sandbox  ] create: %.2f ms avg, destroy: %.2f ms avg over %d sandboxes\n",
               totalCreateMs / kCount, totalDestroyMs / kCount, kCount);
   EXPECT_TRUE(fs::is_empty(tmp_ / "state"));
+}
+
+// The worker creates sandboxes from several threads at once, while other threads allocate: the
+// child side must never deadlock on a lock a sibling thread held at clone() time.
+TEST_F(ProcessSandboxTest, ConcurrentCreatesFromSeveralThreads) {
+  constexpr int kThreads = 4, kEach = 6;
+  std::atomic<bool> stop{false};
+  std::thread churn([&] {  // keeps malloc's locks busy
+    while (!stop) {
+      std::vector<std::unique_ptr<char[]>> v;
+      for (int i = 0; i < 64; ++i) v.emplace_back(new char[1024 + i * 64]);
+    }
+  });
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        Pipe out;
+        SandboxSpec s = spec("c" + std::to_string(t) + "-" + std::to_string(i),
+                             {"/bin/sh", "-c", "echo $(hostname)"});
+        s.stdoutFd = out.w.get();
+        auto sb = backend_->create(s);
+        if (!sb.isOk()) {
+          ADD_FAILURE() << sb.status().toString();
+          continue;
+        }
+        out.w.reset();
+        std::string text = readUntilEof(out.r.get());
+        auto info = waitExit(**sb);
+        if (text == s.id + "\n" && info && info->exitCode == 0) ++ok;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  stop = true;
+  churn.join();
+  EXPECT_EQ(ok.load(), kThreads * kEach);
+  EXPECT_TRUE(fs::is_empty(tmp_ / "state"));
+}
+
+// PR_SET_PDEATHSIG follows the creating thread: when it exits, the sandbox is killed (this is
+// why process_sandbox.h asks for long-lived creating threads).
+TEST_F(ProcessSandboxTest, SandboxDiesWithItsCreatingThread) {
+  std::unique_ptr<Sandbox> sb;
+  std::thread t([&] {
+    auto r = backend_->create(spec("orphan", {"/usr/bin/sleep", "1000"}));
+    ASSERT_TRUE(r.isOk()) << r.status().toString();
+    sb = std::move(r).value();
+  });
+  t.join();
+  ASSERT_TRUE(sb);
+  auto info = waitExit(*sb);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->signal, SIGKILL);
+}
+
+TEST_F(ProcessSandboxTest, NodeRuns) {
+  if (!fs::exists("/usr/bin/node")) GTEST_SKIP() << "node is not installed";
+  auto [text, info] =
+      run(spec("node", {"/usr/bin/node", "-e", "console.log(require('os').hostname())"}));
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->exitCode, 0);
+  EXPECT_EQ(text, "node\n");
 }
 
 }  // namespace
