@@ -20,7 +20,7 @@ LocalInvoker::LocalInvoker(Worker& worker, CodeCache& code, const Clock& clock,
                            SchedulerOptions options)
     : worker_(worker),
       code_(code),
-      scheduler_(std::make_unique<Scheduler>(*this, clock, options)) {
+      scheduler_(std::make_unique<Scheduler>(static_cast<InstanceLauncher&>(*this), clock, options)) {
   worker_.setInstanceLostHandler([this](const std::string& id, const Status& cause) {
     SLOG_INFO("instance {} lost: {}", id, cause.toString());
     scheduler_->instanceLost(id);
