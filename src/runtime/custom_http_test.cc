@@ -1,1 +1,1 @@
-// placeholder: owner replaces
+#include <gtest/gtest.h>
