@@ -175,6 +175,14 @@ Status removeCgroupDir(const fs::path& dir) {
   }
 }
 
+// rmdir that treats "still has children" and "already gone" as success.
+Status removeIfEmpty(const fs::path& dir) {
+  if (::rmdir(dir.c_str()) == 0 || errno == ENOENT || errno == EBUSY || errno == ENOTEMPTY) {
+    return Status::ok();
+  }
+  return Status::fromErrno(errno, "rmdir " + dir.string());
+}
+
 Status makeDir(const fs::path& dir, bool existOk) {
   if (::mkdir(dir.c_str(), 0755) == 0 || (existOk && errno == EEXIST)) return Status::ok();
   return Status::fromErrno(errno, "mkdir " + dir.string());
@@ -311,6 +319,11 @@ class CgroupV1Driver final : public CgroupDriver {
     return first;
   }
 
+  Status removeParentIfEmpty(const std::string& parent) override {
+    for (const auto& h : hierarchies_) RETURN_IF_ERROR(removeIfEmpty(h / parent));
+    return Status::ok();
+  }
+
  private:
   fs::path root_;
   fs::path memory_, pids_, cpu_, cpuacct_;
@@ -402,6 +415,10 @@ class CgroupV2Driver final : public CgroupDriver {
     Status st = removeCgroupDir(p);
     if (!st.isOk() && first.isOk()) first = st;
     return first;
+  }
+
+  Status removeParentIfEmpty(const std::string& parent) override {
+    return removeIfEmpty(root_ / parent);
   }
 
   // runc's linear map of the v1 range [2, 262144] onto the v2 range [1, 10000]. Only ratios

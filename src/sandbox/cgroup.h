@@ -47,6 +47,9 @@ class CgroupDriver {
                                                  const CgroupLimits& limits) = 0;
   // Kills and removes every cgroup under parent (startup sweep after a crash).
   virtual Status removeAll(const std::string& parent) = 0;
+  // Removes the parent's directories if no cgroup is left under them (the kernel refuses to
+  // remove a cgroup with children, so this never disturbs a live sandbox). Not there: OK.
+  virtual Status removeParentIfEmpty(const std::string& parent) { return Status::ok(); }
 };
 
 // root: "/sys/fs/cgroup" in production, a temporary directory in tests.

@@ -322,7 +322,11 @@ ProcessSandboxBackend::ProcessSandboxBackend(ProcessSandboxOptions options,
                                              std::unique_ptr<const HostLayout> host)
     : options_(std::move(options)), cgroups_(std::move(cgroups)), host_(std::move(host)) {}
 
-ProcessSandboxBackend::~ProcessSandboxBackend() = default;
+ProcessSandboxBackend::~ProcessSandboxBackend() {
+  // Sandboxes may outlive the backend; their cgroups then keep the parent (rmdir says EBUSY).
+  Status st = cgroups_->removeParentIfEmpty(options_.cgroupParent);
+  if (!st.isOk()) SLOG_WARN("sandbox backend: {}", st.toString());
+}
 
 Result<std::unique_ptr<ProcessSandboxBackend>> ProcessSandboxBackend::create(
     ProcessSandboxOptions options) {
