@@ -414,6 +414,10 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   if (spec.cwd.empty() || spec.cwd[0] != '/') {
     return invalidArgument("sandbox " + spec.id + ": cwd must be absolute");
   }
+  if (spec.uid == 0 || spec.gid == 0) {
+    // Without a user namespace (yet), uid 0 inside is root on the host with all capabilities.
+    return invalidArgument("sandbox " + spec.id + ": uid/gid 0 is not allowed");
+  }
   if (spec.memoryBytes < 0 || spec.tmpfsBytes <= 0 || spec.pidsMax < 0) {
     return invalidArgument("sandbox " + spec.id + ": negative limit");
   }
@@ -506,6 +510,16 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
          .flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC,
          .what = "remount /dev read-only"});
   b.add({.kind = OpKind::kMount, .b = "/", .flags = kRoRemount, .what = "remount / read-only"});
+  // Init is a copy-on-write image of the worker: to the OOM killer its RSS looks like the
+  // worker's, so it should never be the victim; the command resets itself to 0. Lowering the
+  // score needs CAP_SYS_RESOURCE, which a worker may lack (these VMs do): then init stays at the
+  // worker's score, and an OOM may kill init -- and with it the whole sandbox -- instead of the
+  // command alone; it is still reported as an OOM kill.
+  b.add({.kind = OpKind::kWriteFile,
+         .bestEffort = true,
+         .a = "/proc/self/oom_score_adj",
+         .data = "-1000",
+         .what = "set init's oom_score_adj"});
 
   // Exec phase.
   for (const auto& a : spec.argv) st.argv.push_back(const_cast<char*>(b.keep(a)));
@@ -646,6 +660,9 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
         break;
       case kStepExec:
         what = "execve " + spec.argv[0];
+        break;
+      case kStepOomScore:
+        what = "reset oom_score_adj";
         break;
       default:
         what = "step " + std::to_string(err.step);

@@ -44,6 +44,11 @@ std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
+std::string strip(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
 void put(const fs::path& p, const std::string& s) {
   std::ofstream out(p, std::ios::trunc);
   out << s;
@@ -211,6 +216,8 @@ r['urandom'] = len(open('/dev/urandom', 'rb').read(8))
 r['nnp'] = [l for l in open('/proc/self/status') if l.startswith('NoNewPrivs')][0].split()[1]
 r['capeff'] = [l for l in open('/proc/self/status') if l.startswith('CapEff')][0].split()[1]
 r['stdin'] = os.read(0, 10).decode()
+r['oom_adj'] = open('/proc/self/oom_score_adj').read().strip()
+r['init_oom_adj'] = open('/proc/1/oom_score_adj').read().strip()
 try:
     with open('/tmp/big', 'wb') as f:
         for i in range(64):
@@ -275,6 +282,16 @@ TEST_F(ProcessSandboxTest, IsolatedView) {
   EXPECT_EQ(o["nnp"].as_string(), "1");
   EXPECT_EQ(o["capeff"].as_string(), "0000000000000000");
   EXPECT_EQ(o["stdin"].as_string(), "");  // /dev/null
+  EXPECT_EQ(o["oom_adj"].as_string(), "0");
+  // -1000 needs CAP_SYS_RESOURCE; without it init keeps the worker's score.
+  bool canLower =
+      (std::stoull(
+           slurp("/proc/self/status").substr(slurp("/proc/self/status").find("CapEff:") + 7),
+           nullptr, 16) >>
+       24) &
+      1;
+  EXPECT_EQ(o["init_oom_adj"].as_string(),
+            canLower ? "-1000" : strip(slurp("/proc/self/oom_score_adj")));
 }
 
 TEST_F(ProcessSandboxTest, ReportsExitCodeAndFindsCommandOnPath) {
@@ -330,6 +347,9 @@ TEST_F(ProcessSandboxTest, SetupFailuresNameTheStep) {
   EXPECT_EQ(backend_->create(spec("Bad_Id", {"/bin/true"})).status().code(),
             Code::kInvalidArgument);
   EXPECT_EQ(backend_->create(spec("empty", {})).status().code(), Code::kInvalidArgument);
+  SandboxSpec root = spec("root", {"/bin/true"});
+  root.uid = 0;
+  EXPECT_EQ(backend_->create(root).status().code(), Code::kInvalidArgument);
 }
 
 TEST_F(ProcessSandboxTest, DuplicateIdIsRejected) {

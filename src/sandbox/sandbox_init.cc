@@ -80,6 +80,15 @@ int runOp(const ChildOp& op) {
       return ::umount2(op.a, MNT_DETACH);
     case OpKind::kSetHostname:
       return ::sethostname(op.a, std::strlen(op.a));
+    case OpKind::kWriteFile: {
+      int fd = ::open(op.a, O_WRONLY | O_CLOEXEC);
+      if (fd < 0) return -1;
+      ssize_t n = ::write(fd, op.data, std::strlen(op.data));
+      int saved = errno;
+      ::close(fd);
+      errno = saved;
+      return n < 0 ? -1 : 0;
+    }
     case OpKind::kLoopbackUp: {
       int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
       if (s < 0) return -1;
@@ -124,6 +133,13 @@ int commandMain(void* arg) {
 
   // Raw syscalls: glibc's setuid() would try to broadcast the change to the worker's other
   // threads, which do not exist in this process.
+  // Init runs with oom_score_adj -1000 (it is a copy of the worker's address space, so its RSS
+  // looks large to the OOM killer); the command goes back to 0 so that it is the victim.
+  {
+    int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || ::write(fd, "0", 1) != 1) fail(p, kStepOomScore, errno);
+    ::close(fd);
+  }
   if (::syscall(SYS_setgroups, 0, nullptr) != 0) fail(p, kStepSetgroups, errno);
   if (::syscall(SYS_setresgid, p.gid, p.gid, p.gid) != 0) fail(p, kStepSetgid, errno);
   if (::syscall(SYS_setresuid, p.uid, p.uid, p.uid) != 0) fail(p, kStepSetuid, errno);
@@ -170,7 +186,7 @@ void runSandboxInit(const ChildPlan& p) {
   ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, nullptr, 8);
 
   for (size_t i = 0; i < p.opCount; ++i) {
-    if (runOp(p.ops[i]) != 0) fail(p, static_cast<int32_t>(i), errno);
+    if (runOp(p.ops[i]) != 0 && !p.ops[i].bestEffort) fail(p, static_cast<int32_t>(i), errno);
   }
 
   // The parent moves us into the sandbox's cgroup while we set up the root (on cgroup v1 the

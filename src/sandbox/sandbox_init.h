@@ -29,11 +29,13 @@ enum class OpKind : uint8_t {
   kUmountDetach = 7,  // umount2(a, MNT_DETACH)
   kSetHostname = 8,   // sethostname(a)
   kLoopbackUp = 9,    // ifconfig lo up in the current network namespace
+  kWriteFile = 10,    // write data to the existing file a (procfs knobs)
 };
 
 struct ChildOp {
   OpKind kind;
   bool ignoreExist = false;
+  bool bestEffort = false;  // a failure is ignored (e.g. a knob that needs a missing capability)
   const char* a = nullptr;
   const char* b = nullptr;
   const char* fstype = nullptr;
@@ -53,6 +55,7 @@ enum ExecStep : int32_t {
   kStepNoNewPrivs = -7,
   kStepChdir = -8,
   kStepExec = -9,
+  kStepOomScore = -10,
 };
 
 struct ChildError {
