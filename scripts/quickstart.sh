@@ -23,7 +23,7 @@ say "installing dependencies (scripts/setup.sh)"
 scripts/setup.sh
 
 say "building stratus (scripts/build.sh)"
-BUILD_TARGETS=${BUILD_TARGETS:-stratus} scripts/build.sh >/dev/null
+BUILD_TARGETS=${BUILD_TARGETS:-stratus} scripts/build.sh
 
 healthy() { curl -sf -o /dev/null --max-time 2 "$endpoint/healthz"; }
 
