@@ -42,8 +42,8 @@ enum class FrameType : uint16_t {
 
 constexpr uint32_t kFrameMagic = 0x46525453;  // "STRF" little-endian
 constexpr uint16_t kProtocolVersion = 1;
-constexpr uint32_t kMaxMetaBytes = 1u << 20;    // 1 MiB
-constexpr uint32_t kMaxBodyBytes = 64u << 20;   // 64 MiB
+constexpr uint32_t kMaxMetaBytes = 1u << 20;   // 1 MiB
+constexpr uint32_t kMaxBodyBytes = 64u << 20;  // 64 MiB
 
 struct FrameHeader {
   uint32_t magic;
