@@ -49,6 +49,12 @@ std::string strip(std::string s) {
   return s;
 }
 
+uint64_t capEff() {
+  std::string status = slurp("/proc/self/status");
+  size_t at = status.find("CapEff:");
+  return at == std::string::npos ? 0 : std::stoull(status.substr(at + 7), nullptr, 16);
+}
+
 void put(const fs::path& p, const std::string& s) {
   std::ofstream out(p, std::ios::trunc);
   out << s;
@@ -284,12 +290,7 @@ TEST_F(ProcessSandboxTest, IsolatedView) {
   EXPECT_EQ(o["stdin"].as_string(), "");  // /dev/null
   EXPECT_EQ(o["oom_adj"].as_string(), "0");
   // -1000 needs CAP_SYS_RESOURCE; without it init keeps the worker's score.
-  bool canLower =
-      (std::stoull(
-           slurp("/proc/self/status").substr(slurp("/proc/self/status").find("CapEff:") + 7),
-           nullptr, 16) >>
-       24) &
-      1;
+  bool canLower = (capEff() >> 24) & 1;  // CAP_SYS_RESOURCE
   EXPECT_EQ(o["init_oom_adj"].as_string(),
             canLower ? "-1000" : strip(slurp("/proc/self/oom_score_adj")));
 }
