@@ -3,6 +3,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -117,6 +118,7 @@ Status checkSymlinkTarget(const std::string& entry, std::string_view target, siz
   };
   if (target.empty()) return bad("is empty");
   if (target.front() == '/') return bad("is absolute");
+  if (target.size() >= PATH_MAX) return bad("is too long");
   size_t ups = 0;
   bool sawName = false;
   size_t i = 0;
@@ -197,6 +199,12 @@ class Extractor {
       return invalidArgument("zip entry '" + name + "' has an absolute path");
     auto comps = safeComponents(name);
     if (!comps) return invalidArgument("zip entry '" + name + "' has a '..' component");
+    for (const std::string& c : *comps) {
+      if (c.size() > NAME_MAX) {
+        return invalidArgument("zip entry '" + name + "' has a name component longer than " +
+                               std::to_string(NAME_MAX) + " bytes");
+      }
+    }
     if (archive_entry_hardlink(entry) != nullptr) {
       return invalidArgument("zip entry '" + name + "' is a hard link");
     }

@@ -141,6 +141,8 @@ TEST(ImportZip, RejectsPathsThatEscape) {
          (void)w.addFile("a/../../evil", "x");
        },
        "'..'"},
+      {"long name", [](ZipWriter& w) { (void)w.addFile("d/" + std::string(300, 'n'), "x"); },
+       "longer than 255"},
       {"absolute", [](ZipWriter& w) { (void)w.addFile("/tmp/stratus-evil", "x"); }, "absolute"},
       {"symlink absolute", [](ZipWriter& w) { (void)w.addSymlink("l", "/etc/passwd"); },
        "absolute"},
