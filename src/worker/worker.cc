@@ -705,6 +705,7 @@ class Worker::Impl {
       auto i = weak.lock();
       if (!i) return;
       i->eofTimer = 0;
+      onProcessExit(i);  // exited after all, but the pidfd wake-up is still queued
       if (i->state != State::kDead) {
         instanceFailed(i, "RuntimeExited", "Runtime closed its connection to the worker");
       }

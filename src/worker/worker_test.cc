@@ -137,7 +137,7 @@ class WorkerTest : public ::testing::Test {
   std::vector<pid_t> pidsOf(const std::string& id) {
     std::vector<pid_t> out;
     for (const fs::path& dir : {fs::path("/sys/fs/cgroup/memory") / cgroupParent_ / id,
-                               fs::path("/sys/fs/cgroup") / cgroupParent_ / id}) {
+                                fs::path("/sys/fs/cgroup") / cgroupParent_ / id}) {
       auto text = readFile(dir / "cgroup.procs");
       if (!text.isOk()) continue;
       std::istringstream in(*text);
