@@ -203,6 +203,8 @@ struct Instance {
   std::atomic<bool> cancelled{false};  // read by the spawner: skip creating it
   std::function<void(Result<InstanceReady>)> startDone;
   TimePoint createStart;
+  TimePoint createdAt;  // backend.create() returned
+  TimePoint helloAt;
   EventLoop::TimerId startTimer = 0;
   EventLoop::TimerId connectTimer = 0;
   EventLoop::TimerId eofTimer = 0;
@@ -239,6 +241,7 @@ struct Created {
   UniqueFd listenFd, outPipe, errPipe;
   std::shared_ptr<LogSink> log;
   TimePoint createStart;
+  TimePoint createdAt;
 };
 
 }  // namespace
@@ -435,6 +438,7 @@ class Worker::Impl {
     auto sb = backend_.create(spec);
     if (!sb.isOk()) return sb.status().withContext("create sandbox for instance " + inst.id);
     out.sandbox = std::move(sb).value();
+    out.createdAt = clock_.now();
     out.outPipe = std::move(outR);
     out.errPipe = std::move(errR);
     return Status::ok();
@@ -478,6 +482,7 @@ class Worker::Impl {
     inst->errPipe = std::move(c.errPipe);
     inst->log = std::move(c.log);
     inst->createStart = c.createStart;
+    inst->createdAt = c.createdAt;
     inst->state = State::kStarting;
     std::weak_ptr<Instance> weak = inst;
 
@@ -537,7 +542,12 @@ class Worker::Impl {
     inst->startTimer = 0;
     inst->state = State::kReady;
     InstanceReady ready;
-    ready.initDurationUs = micros(clock_.now() - inst->createStart);
+    const TimePoint now = clock_.now();
+    ready.initDurationUs = micros(now - inst->createStart);
+    SLOG_DEBUG("instance {} ready in {} us: sandbox {} us, runtime hello {} us, load {} us",
+               inst->id, ready.initDurationUs, micros(inst->createdAt - inst->createStart),
+               inst->custom ? 0 : micros(inst->helloAt - inst->createdAt),
+               micros(now - (inst->custom ? inst->createdAt : inst->helloAt)));
     auto done = std::move(inst->startDone);
     if (done) done(ready);
   }
@@ -604,6 +614,7 @@ class Worker::Impl {
       case FrameType::kHello: {
         if (inst->state != State::kStarting || inst->gotHello) break;
         inst->gotHello = true;
+        inst->helloAt = clock_.now();
         const FunctionSpec& fn = inst->fn;
         json::object meta;
         meta["handler"] = fn.handler;

@@ -20,6 +20,7 @@
 #include "common/fs.h"
 #include "common/ids.h"
 #include "common/json.h"
+#include "common/log.h"
 #include "runtime/runtime.h"
 #include "sandbox/process_sandbox.h"
 
@@ -599,6 +600,35 @@ TEST_F(WorkerTest, UnknownInstanceAndDuplicateId) {
   auto again = start("dup", fn, code);
   EXPECT_EQ(again.status().code(), Code::kAlreadyExists);
   EXPECT_EQ(worker_->instanceCount(), 1u);
+}
+
+// Not a benchmark (that is `stratus bench`), but prints the cold-start figures for the report and
+// checks that initDurationUs is consistent with what the caller observes.
+TEST_F(WorkerTest, ColdStartTimes) {
+  spdlog::set_level(spdlog::level::debug);  // prints the per-phase breakdown
+  for (const std::string rt : {"python3", "nodejs"}) {
+    FunctionSpec fn = makeFn(rt);
+    auto code = writeCode({{rt == "python3" ? "index.py" : "index.js",
+                            rt == "python3" ? "def handler(e, c):\n    return 1\n"
+                                            : "exports.handler = async () => 1;\n"}});
+    std::vector<double> ms;
+    for (int i = 0; i < 5; ++i) {
+      const std::string id = "cold-" + rt + "-" + std::to_string(i);
+      const auto t0 = std::chrono::steady_clock::now();
+      auto ready = start(id, fn, code);
+      const double wall =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      ASSERT_TRUE(ready.isOk()) << ready.status().toString();
+      EXPECT_LE(ready->initDurationUs / 1000.0, wall + 1);
+      ms.push_back(wall);
+      worker_->stopInstance(id);
+      ASSERT_TRUE(waitFor([&] { return worker_->instanceCount() == 0; }));
+    }
+    std::sort(ms.begin(), ms.end());
+    std::printf("%s cold start, startInstance -> ready, 5 runs: p50 %.1f ms, min %.1f, max %.1f\n",
+                rt.c_str(), ms[2], ms[0], ms[4]);
+  }
+  spdlog::set_level(spdlog::level::info);
 }
 
 }  // namespace
