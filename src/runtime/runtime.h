@@ -33,6 +33,8 @@ Kind kindOf(std::string_view runtime);
 
 // Writes the embedded bootstrap files into dir (python3/bootstrap.py, nodejs/bootstrap.js),
 // replacing older copies. dir is then mounted read-only at kAssetsMountPoint.
+// (python3/bootstrap.py is a launcher for python3/stratus_runtime.py, which is also compiled to
+// python3/stratus_runtime.pyc with /usr/bin/python3 when that works: best effort.)
 Status installAssets(const std::filesystem::path& dir);
 
 // argv (paths inside the sandbox) and environment (KEY=VALUE) to start fn's runtime: the

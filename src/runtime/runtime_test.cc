@@ -114,7 +114,8 @@ TEST(RuntimeTest, InstallAssetsWritesTheBootstrapsVerbatim) {
   // Twice: replacing older copies works.
   auto st = installAssets(dir);
   ASSERT_TRUE(st.isOk()) << st.toString();
-  for (const char* name : {"python3/bootstrap.py", "nodejs/bootstrap.js"}) {
+  for (const char* name :
+       {"python3/bootstrap.py", "python3/stratus_runtime.py", "nodejs/bootstrap.js"}) {
     auto installed = readFile(dir / name);
     ASSERT_TRUE(installed.isOk()) << name;
     auto source = readFile(std::filesystem::path(STRATUS_RUNTIME_SOURCE_DIR) / name);
@@ -127,6 +128,13 @@ TEST(RuntimeTest, InstallAssetsWritesTheBootstrapsVerbatim) {
     EXPECT_EQ(sb.st_mode & 07777, 0755u) << name;
   }
   EXPECT_FALSE(std::filesystem::exists(dir / "python3/bootstrap.py.tmp"));
+  // The python runtime is precompiled for the interpreter the sandboxes run.
+  if (std::filesystem::exists("/usr/bin/python3")) {
+    auto pyc = readFile(dir / "python3/stratus_runtime.pyc");
+    ASSERT_TRUE(pyc.isOk()) << pyc.status().toString();
+    EXPECT_GT(pyc->size(), 1000u);
+    EXPECT_EQ(pyc->substr(2, 2), "\r\n");  // every CPython bytecode magic ends in \r\n
+  }
   ASSERT_TRUE(removeTree(tmpl).isOk());
 }
 
