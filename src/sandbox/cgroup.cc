@@ -232,6 +232,11 @@ class CgroupV1 final : public Cgroup {
     return cpuacct_.empty() ? 0 : readInt(cpuacct_ / "cpuacct.usage");
   }
   Status killAll() override { return killAndWait(dirs_, {}); }
+  std::vector<fs::path> selfAttachFiles() const override {
+    std::vector<fs::path> out;
+    for (const auto& d : dirs_) out.push_back(d / "tasks");
+    return out;
+  }
 
   std::vector<fs::path> dirs_;  // one per distinct hierarchy, created by us
   fs::path memory_, pids_, cpu_, cpuacct_;

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -37,6 +38,11 @@ class Cgroup {
   virtual int64_t cpuTimeNs() const = 0;
   // SIGKILLs every process in the cgroup and waits (bounded) until it is empty.
   virtual Status killAll() = 0;
+  // Files a single-threaded process can write "0" to in order to move itself into this cgroup
+  // (v1: <dir>/tasks of each hierarchy). Moving the *current thread* skips the kernel's global
+  // threadgroup lock, whose write side waits for an RCU grace period (1-15 ms) -- the cost of
+  // addProcess(). Empty: use addProcess().
+  virtual std::vector<std::filesystem::path> selfAttachFiles() const { return {}; }
 };
 
 class CgroupDriver {

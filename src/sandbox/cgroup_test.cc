@@ -335,6 +335,42 @@ TEST_F(RealV1, KillAllKillsEveryProcess) {
   EXPECT_EQ(WTERMSIG(b.wait()), SIGKILL);
 }
 
+// A single-threaded process joins by writing "0" to each tasks file (what a sandbox's init does
+// to avoid the RCU-synchronised threadgroup lock of a cgroup.procs migration).
+TEST_F(RealV1, SelfAttachFilesMoveTheWritingProcess) {
+  auto cg = driver_->create(parent_, "self", {});
+  ASSERT_TRUE(cg.isOk()) << cg.status().toString();
+  std::vector<fs::path> files = (*cg)->selfAttachFiles();
+  ASSERT_FALSE(files.empty());
+  int ready[2];
+  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    for (const auto& f : files) {
+      int fd = ::open(f.c_str(), O_WRONLY);
+      if (fd < 0 || ::write(fd, "0", 1) != 1) ::_exit(1);
+      ::close(fd);
+    }
+    (void)!::write(ready[1], "r", 1);
+    ::pause();
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  char b;
+  ASSERT_EQ(::read(ready[0], &b, 1), 1);
+  ::close(ready[0]);
+  std::string mine = slurp("/proc/" + std::to_string(pid) + "/cgroup");
+  for (const char* c : {"memory", "pids", "cpu", "cpuacct"}) {
+    EXPECT_NE(mine.find(std::string(c) + ":/" + parent_ + "/self\n"), std::string::npos)
+        << c << " in " << mine;
+  }
+  ASSERT_TRUE((*cg)->killAll().isOk());
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFSIGNALED(status));
+}
+
 TEST_F(RealV1, RemoveAllSweepsLeftovers) {
   // What a crashed worker leaves: cgroup directories with a live process in them.
   GatedChild c;

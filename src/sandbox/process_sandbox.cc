@@ -441,12 +441,21 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
     if (!cg) return cg.status().withContext(ctx);
     sandbox->cgroup_ = std::move(cg).value();
   }
+  std::vector<fs::path> attach = sandbox->cgroup_->selfAttachFiles();
 
   // ---- the plan: every byte the child will look at, prepared before clone().
   PlanStorage st;
   st.ops.reserve(host_->systemOps.size() + host_->devOps.size() + 32 + 4 * spec.mounts.size());
   PlanBuilder b(st.strings, st.ops);
   const std::string tmpData = "mode=1777,size=" + std::to_string(spec.tmpfsBytes);
+  // First of all the child joins its cgroup (v1), so that everything it allocates from here on
+  // is charged there; the parent otherwise moves it (addProcess) before releasing the command.
+  for (const auto& f : attach) {
+    b.add({.kind = OpKind::kWriteFile,
+           .a = b.keep(f.string()),
+           .data = "0",
+           .what = b.keep("join cgroup " + f.parent_path().string())});
+  }
   b.add({.kind = OpKind::kMount,
          .b = "/",
          .flags = MS_REC | MS_PRIVATE,
@@ -593,10 +602,11 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   syncR.reset();
   errW.reset();
 
-  // Into the cgroup before the command starts (the child sets up its root meanwhile and waits
-  // for the go byte before spawning the command). On failure, closing the pipe without the byte
-  // makes the child exit.
-  Status moved = sandbox->cgroup_->addProcess(sandbox->pid_);
+  // Without self-attach files the parent moves the child into the cgroup (the child sets up its
+  // root meanwhile, and waits for the go byte before spawning the command). On failure, closing
+  // the socket without the byte makes the child exit.
+  Status moved;
+  if (attach.empty()) moved = sandbox->cgroup_->addProcess(sandbox->pid_);
   if (moved.isOk() && ::send(syncW.get(), "g", 1, MSG_NOSIGNAL) != 1) {
     moved = Status::fromErrno(errno, "release the child");
   }
@@ -626,7 +636,7 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
     if (got == sizeof err) break;
   }
   if (got == 0) {
-    if (!moved.isOk()) return moved.withContext(ctx + ": move into cgroup");
+    if (!moved.isOk()) return moved.withContext(ctx + ": cgroup");
     return std::unique_ptr<Sandbox>(std::move(sandbox));
   }
   if (got != sizeof err) return internalError(ctx + ": truncated setup status");
