@@ -460,7 +460,7 @@ TEST_F(BootstrapTest, PythonConcurrentInvokesOverlap) {
        "import time\ndef handler(event, context):\n    time.sleep(0.3)\n"
        "    return context.aws_request_id\n");
   Child c;
-  startReady(c, "python3", "index.handler");
+  startReady(c, "python3", "index.handler", {{"instanceConcurrency", 2}});
   auto t0 = Clock::now();
   c.sendInvoke("a", "{}");
   c.sendInvoke("b", "{}");
@@ -475,6 +475,20 @@ TEST_F(BootstrapTest, PythonConcurrentInvokesOverlap) {
   EXPECT_EQ(ids, (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(f1.type, FrameType::kResult);
   EXPECT_EQ(f2.type, FrameType::kResult);
+}
+
+TEST_F(BootstrapTest, PythonRunsCallsOnTheReaderThreadOnlyWithoutConcurrency) {
+  code("index.py",
+       "import threading\ndef handler(event, context):\n"
+       "    return threading.current_thread() is threading.main_thread()\n");
+  for (int concurrency : {1, 2}) {
+    Child c;
+    startReady(c, "python3", "index.handler", {{"instanceConcurrency", concurrency}});
+    Frame f;
+    ASSERT_TRUE(c.invoke("r", "{}", f));
+    ASSERT_EQ(f.type, FrameType::kResult) << json::serialize(f.meta);
+    EXPECT_EQ(f.body, concurrency == 1 ? "true" : "false");
+  }
 }
 
 TEST_F(BootstrapTest, PythonPrintReachesStdoutBeforeTheResult) {
@@ -714,7 +728,7 @@ TEST_F(BootstrapTest, NodeConcurrentInvokesOverlap) {
        "  await new Promise((r) => setTimeout(r, 300));\n"
        "  return ctx.awsRequestId;\n};\n");
   Child c;
-  startReady(c, "nodejs", "index.handler");
+  startReady(c, "nodejs", "index.handler", {{"instanceConcurrency", 2}});
   auto t0 = Clock::now();
   c.sendInvoke("a", "{}");
   c.sendInvoke("b", "{}");

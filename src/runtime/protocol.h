@@ -11,6 +11,9 @@
 //   runtime -> kHello   meta {runtime, pid}
 //   worker  -> kLoad    meta {handler, codeDir, functionName, memoryMb, timeoutSec,
 //                             initializer, env:{K:V}}        (code may be mounted late: issue 4)
+//                        optional: instanceConcurrency (1 lets python run calls on its reading
+//                        thread), initializationTimeoutSec (initializer's deadline; default
+//                        timeoutSec)
 //   runtime -> kReady   meta {initDurationMs}   | kInitError meta {errorType, errorMessage,
 //                                                                  stackTrace:[...]}
 //   then any number of, interleaved up to instanceConcurrency at once:
