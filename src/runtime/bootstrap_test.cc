@@ -796,6 +796,30 @@ TEST_F(BootstrapTest, NodeUncaughtExceptionOutsideAHandlerEndsTheProcess) {
 
 // ---- both ---------------------------------------------------------------------------------------
 
+TEST_F(BootstrapTest, LargeEventsAndResultsRoundTrip) {
+  code("index.py",
+       "def handler(event, context):\n    return {'n': len(event['data']), "
+       "'echo': event['data'][::-1]}\n");
+  code("index.js",
+       "exports.handler = async (event) => ({n: event.data.length, "
+       "echo: event.data.split('').reverse().join('')});\n");
+  std::string data(6 << 20, 'a');
+  for (size_t i = 0; i < data.size(); i += 997) data[i] = static_cast<char>('b' + i % 20);
+  std::string reversed(data.rbegin(), data.rend());
+  for (std::string runtime : {"python3", "nodejs"}) {
+    Child c;
+    startReady(c, runtime, "index.handler");
+    for (int i = 0; i < 2; ++i) {
+      Frame f;
+      ASSERT_TRUE(c.invoke("big", "{\"data\": \"" + data + "\"}", f)) << runtime;
+      ASSERT_EQ(f.type, FrameType::kResult) << runtime << json::serialize(f.meta);
+      json::value r = parse(f.body);
+      EXPECT_EQ(r.at("n").as_int64(), static_cast<int64_t>(data.size())) << runtime;
+      EXPECT_TRUE(r.at("echo").as_string() == reversed) << runtime;
+    }
+  }
+}
+
 // exec -> exit of a bare interpreter, the floor for a bootstrap's exec -> hello.
 double msToExit(std::vector<std::string> argv) {
   std::vector<char*> cargv;

@@ -56,13 +56,13 @@ function send(type, meta, body) {
 
 let chunks = [];
 let buffered = 0;
+let need = 16;  // bytes needed before parsing is worth trying: no quadratic re-concatenation
 
 function onData(data) {
   chunks.push(data);
   buffered += data.length;
-  for (;;) {
-    if (buffered < 16) return;
-    let buf = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, buffered);
+  while (buffered >= need) {
+    const buf = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, buffered);
     chunks = [buf];
     const magic = buf.readUInt32LE(0);
     const version = buf.readUInt16LE(4);
@@ -73,12 +73,16 @@ function onData(data) {
       fatal(`bad frame from worker (magic 0x${magic.toString(16)} version ${version})`);
     }
     const n = 16 + ml + bl;
-    if (buffered < n) return;
+    if (buffered < n) {
+      need = n;
+      return;
+    }
     const meta = ml ? JSON.parse(buf.toString('utf8', 16, 16 + ml)) : {};
     const body = buf.subarray(16 + ml, n);
-    buf = buf.subarray(n);
-    chunks = buf.length ? [buf] : [];
-    buffered = buf.length;
+    const rest = buf.subarray(n);
+    chunks = rest.length ? [rest] : [];
+    buffered = rest.length;
+    need = 16;
     onFrame(type, meta, body);
   }
 }
