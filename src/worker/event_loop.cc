@@ -115,12 +115,24 @@ void EventLoop::remove(int fd) {
 
 EventLoop::TimerId EventLoop::addTimer(TimePoint deadline, Task fn) {
   const TimerId id = nextTimer_++;
-  timers_.emplace(id, std::move(fn));
+  timers_.emplace(id, Timer{deadline, std::move(fn)});
   timerHeap_.push(TimerKey{deadline, id});
   return id;
 }
 
-void EventLoop::cancelTimer(TimerId id) { timers_.erase(id); }
+void EventLoop::cancelTimer(TimerId id) {
+  if (timers_.erase(id) != 0 && timerHeap_.size() > 1024 &&
+      timerHeap_.size() > 4 * timers_.size()) {
+    compactTimers();
+  }
+}
+
+void EventLoop::compactTimers() {
+  std::vector<TimerKey> live;
+  live.reserve(timers_.size());
+  for (const auto& [id, t] : timers_) live.push_back(TimerKey{t.deadline, id});
+  timerHeap_ = decltype(timerHeap_)(std::greater<>(), std::move(live));
+}
 
 int EventLoop::waitTimeoutMs() {
   while (!timerHeap_.empty() && timers_.count(timerHeap_.top().id) == 0) timerHeap_.pop();
@@ -139,7 +151,7 @@ void EventLoop::runTimers() {
     timerHeap_.pop();
     auto it = timers_.find(id);
     if (it == timers_.end()) continue;  // cancelled
-    Task fn = std::move(it->second);
+    Task fn = std::move(it->second.fn);
     timers_.erase(it);
     fn();
   }

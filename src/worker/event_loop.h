@@ -65,6 +65,8 @@ class EventLoop {
   void cancelTimer(TimerId id);
 
   const Clock& clock() const { return clock_; }
+  size_t pendingTimers() const { return timers_.size(); }     // loop thread
+  size_t timerHeapSize() const { return timerHeap_.size(); }  // loop thread; for tests
 
  private:
   EventLoop(const Clock& clock, UniqueFd epoll, UniqueFd wake);
@@ -105,7 +107,14 @@ class EventLoop {
   std::unordered_map<int, uint64_t> tokenOfFd_;
   TimerId nextTimer_ = 1;
   std::priority_queue<TimerKey, std::vector<TimerKey>, std::greater<>> timerHeap_;
-  std::unordered_map<TimerId, Task> timers_;
+  struct Timer {
+    TimePoint deadline;
+    Task fn;
+  };
+  // Cancelled timers stay in the heap until they surface (lazy deletion); compactTimers() rebuilds
+  // it when they dominate, so a busy loop with long timeouts does not grow without bound.
+  std::unordered_map<TimerId, Timer> timers_;
+  void compactTimers();
 };
 
 }  // namespace stratus

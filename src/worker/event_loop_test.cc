@@ -153,6 +153,25 @@ TEST(EventLoopTest, TimersFireInDeadlineOrderAndCancel) {
   EXPECT_EQ(order, (std::vector<int>{10, 30}));
 }
 
+TEST(EventLoopTest, CancelledTimersDoNotAccumulate) {
+  SystemClock clock;
+  auto loop = makeLoop(clock);
+  std::atomic<int> fired{0};
+  onLoop(*loop, [&] {
+    // Like a busy worker: every call arms a long timeout and cancels it when the result arrives.
+    for (int i = 0; i < 100000; ++i) {
+      auto id = loop->addTimerAfter(std::chrono::hours(1), [&] { ++fired; });
+      loop->cancelTimer(id);
+    }
+    loop->addTimerAfter(std::chrono::milliseconds(1), [&] { ++fired; });
+  });
+  EXPECT_LE(onLoop(*loop, [&] { return loop->timerHeapSize(); }), 4096u);
+  EXPECT_EQ(onLoop(*loop, [&] { return loop->pendingTimers(); }) + fired.load(), 1u);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (fired.load() == 0 && std::chrono::steady_clock::now() < deadline) onLoop(*loop, [] {});
+  EXPECT_EQ(fired.load(), 1);
+}
+
 TEST(EventLoopTest, ManualClockTimers) {
   ManualClock clock;
   auto loop = makeLoop(clock);

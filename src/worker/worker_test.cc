@@ -631,5 +631,34 @@ TEST_F(WorkerTest, ColdStartTimes) {
   spdlog::set_level(spdlog::level::info);
 }
 
+// Prints the warm round trip through the worker (post -> frame -> runtime -> frame -> callback),
+// python3 and a custom runtime, for the report; every call must succeed.
+TEST_F(WorkerTest, WarmInvokeLatency) {
+  struct Case {
+    std::string runtime, file, code;
+    mode_t mode;
+  };
+  for (const Case& c : {Case{"python3", "index.py", "def handler(e, c):\n    return 1\n", 0644},
+                        Case{"nodejs", "index.js", "exports.handler = async () => 1;\n", 0644},
+                        Case{"custom", "bootstrap", kCustomServer, 0755}}) {
+    FunctionSpec fn = makeFn(c.runtime, c.runtime == "custom" ? "" : "index.handler");
+    auto code = writeCode({{c.file, c.code}}, c.mode);
+    const std::string id = "warm-" + c.runtime;
+    ASSERT_TRUE(start(id, fn, code).isOk());
+    std::vector<double> us;
+    for (int i = 0; i < 300; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      auto r = invoke(id, "{}");
+      us.push_back(
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+      ASSERT_TRUE(r.status.isOk()) << r.status.toString();
+      ASSERT_EQ(r.functionError, FunctionErrorKind::kNone) << r.body;
+    }
+    std::sort(us.begin(), us.end());
+    std::printf("%s warm invoke through the worker, 300 sequential: p50 %.0f us, p99 %.0f us\n",
+                c.runtime.c_str(), us[150], us[297]);
+  }
+}
+
 }  // namespace
 }  // namespace stratus
