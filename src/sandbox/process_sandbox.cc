@@ -41,6 +41,7 @@ namespace {
 // this only bounds a child stuck in the kernel (a hung bind-mount source) so create never hangs.
 constexpr int kSetupTimeoutMs = 10'000;
 constexpr size_t kCommandStackSize = 64 * 1024;
+constexpr uint64_t kCloneIntoCgroup = 0x200000000ULL;  // <linux/sched.h>, not in glibc's
 
 constexpr unsigned long kRoRemount = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV;
 
@@ -337,7 +338,21 @@ Result<std::unique_ptr<ProcessSandboxBackend>> ProcessSandboxBackend::create(
     return invalidArgument("cgroupParent must be [a-z0-9-]{1,48}: '" + options.cgroupParent + "'");
   }
   RETURN_IF_ERROR(makeDirs(options.stateDir, 0711));
-  ASSIGN_OR_RETURN(auto cgroups, detectCgroupDriver());
+  std::unique_ptr<CgroupDriver> cgroups;
+  switch (options.cgroupVersion) {
+    case 0: {
+      ASSIGN_OR_RETURN(cgroups, detectCgroupDriver(options.cgroupRoot));
+      break;
+    }
+    case 1:
+      cgroups = makeCgroupV1Driver(options.cgroupRoot);
+      break;
+    case 2:
+      cgroups = makeCgroupV2Driver(options.cgroupRoot);
+      break;
+    default:
+      return invalidArgument("cgroupVersion must be 0 (detect), 1 or 2");
+  }
   auto host = std::make_unique<HostLayout>();
   buildHostLayout(*host);
   return std::unique_ptr<ProcessSandboxBackend>(
@@ -594,7 +609,22 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
       CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_PIDFD;
   args.pidfd = reinterpret_cast<uintptr_t>(&pidfd);
   args.exitSignal = SIGCHLD;
-  long pid = ::syscall(SYS_clone3, &args, sizeof args);
+  // v2: born in its cgroup. Should the kernel refuse (pre-5.7, or a cgroup it cannot start a
+  // process in), clone without it and migrate with addProcess() below.
+  UniqueFd cgroupDir;
+  if (fs::path d = sandbox->cgroup_->cloneIntoDir(); !d.empty()) {
+    cgroupDir.reset(::open(d.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  }
+  bool bornInCgroup = cgroupDir.valid();
+  long pid = -1;
+  if (bornInCgroup) {
+    CloneArgs into = args;
+    into.flags |= kCloneIntoCgroup;
+    into.cgroup = static_cast<uint64_t>(cgroupDir.get());
+    pid = ::syscall(SYS_clone3, &into, sizeof into);
+    if (pid < 0) bornInCgroup = false;
+  }
+  if (pid < 0) pid = ::syscall(SYS_clone3, &args, sizeof args);
   if (pid == 0) sandbox_internal::runSandboxInit(plan);  // never returns
   if (pid < 0) return Status::fromErrno(errno, ctx + ": clone");
   sandbox->pid_ = static_cast<pid_t>(pid);
@@ -606,7 +636,7 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   // root meanwhile, and waits for the go byte before spawning the command). On failure, closing
   // the socket without the byte makes the child exit.
   Status moved;
-  if (attach.empty()) moved = sandbox->cgroup_->addProcess(sandbox->pid_);
+  if (attach.empty() && !bornInCgroup) moved = sandbox->cgroup_->addProcess(sandbox->pid_);
   if (moved.isOk() && ::send(syncW.get(), "g", 1, MSG_NOSIGNAL) != 1) {
     moved = Status::fromErrno(errno, "release the child");
   }

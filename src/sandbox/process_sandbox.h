@@ -23,6 +23,11 @@ struct ProcessSandboxOptions {
   // /sys/fs/cgroup/memory/stratus/<id> on v1, /sys/fs/cgroup/stratus/<id> on v2). Tests pass a
   // unique name so they can run in parallel.
   std::string cgroupParent = "stratus";
+  // Where the cgroup hierarchy is mounted, and which version to use there: 0 detects
+  // (detectCgroupDriver), 1 or 2 forces it (tests run the v2 path on a controller-less cgroup2
+  // mount).
+  std::filesystem::path cgroupRoot = "/sys/fs/cgroup";
+  int cgroupVersion = 0;
 };
 
 class ProcessSandboxBackend final : public SandboxBackend {

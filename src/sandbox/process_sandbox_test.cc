@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/magic.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -658,6 +660,83 @@ TEST_F(ProcessSandboxTest, NodeRuns) {
   ASSERT_TRUE(info.has_value());
   EXPECT_EQ(info->exitCode, 0);
   EXPECT_EQ(text, "node\n");
+}
+
+// The v2 path, on this machine's controller-less cgroup2 mount (no limits can be enforced there,
+// but placement, cgroup.kill and removal are real): the child is born in its cgroup with
+// CLONE_INTO_CGROUP.
+class ProcessSandboxV2Test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    struct statfs sfs;
+    if (::statfs(kRoot, &sfs) != 0 || sfs.f_type != CGROUP2_SUPER_MAGIC) {
+      GTEST_SKIP() << "no cgroup2 mount at " << kRoot;
+    }
+    std::string t = (fs::temp_directory_path() / "stratus-sbx2-XXXXXX").string();
+    tmp_ = ::mkdtemp(t.data());
+    parent_ = "stratus-test-" + randomHex();
+    ProcessSandboxOptions o;
+    o.stateDir = tmp_ / "state";
+    o.cgroupParent = parent_;
+    o.cgroupRoot = kRoot;
+    o.cgroupVersion = 2;
+    auto b = ProcessSandboxBackend::create(o);
+    ASSERT_TRUE(b.isOk()) << b.status().toString();
+    backend_ = std::move(b).value();
+  }
+  void TearDown() override {
+    backend_.reset();
+    if (!tmp_.empty()) {
+      EXPECT_FALSE(fs::exists(fs::path(kRoot) / parent_));
+      fs::remove_all(tmp_);
+    }
+  }
+  static constexpr const char* kRoot = "/sys/fs/cgroup/unified";
+  fs::path tmp_;
+  std::string parent_;
+  std::unique_ptr<ProcessSandboxBackend> backend_;
+};
+
+TEST_F(ProcessSandboxV2Test, BornInItsCgroupAndRemovedWithIt) {
+  SandboxSpec s;
+  s.id = "v2";
+  s.argv = {"/bin/sh", "-c", "hostname; exec sleep 1000"};
+  Pipe out;
+  s.stdoutFd = out.w.get();
+  auto sb = backend_->create(s);
+  ASSERT_TRUE(sb.isOk()) << sb.status().toString();
+  out.w.reset();
+  EXPECT_EQ(readLine(out.r.get()), "v2\n");
+  fs::path dir = fs::path(kRoot) / parent_ / "v2";
+  std::string cg = slurp("/proc/" + std::to_string((*sb)->pid()) + "/cgroup");
+  EXPECT_NE(cg.find("0::/" + parent_ + "/v2\n"), std::string::npos) << cg;
+  std::vector<pid_t> pids = cgroupPids(dir);
+  EXPECT_EQ(pids.size(), 2u);  // init and sleep
+  sb->reset();
+  EXPECT_FALSE(fs::exists(dir));
+  for (pid_t p : pids) EXPECT_FALSE(processAlive(p)) << p;
+  EXPECT_TRUE(fs::is_empty(tmp_ / "state"));
+}
+
+TEST_F(ProcessSandboxV2Test, ExitCodeAndKill) {
+  SandboxSpec s;
+  s.id = "v2-exit";
+  s.argv = {"/bin/sh", "-c", "exit 3"};
+  auto sb = backend_->create(s);
+  ASSERT_TRUE(sb.isOk()) << sb.status().toString();
+  auto info = waitExit(**sb);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->exitCode, 3);
+  EXPECT_FALSE(info->oomKilled);
+
+  s.id = "v2-kill";
+  s.argv = {"/usr/bin/sleep", "1000"};
+  auto sb2 = backend_->create(s);
+  ASSERT_TRUE(sb2.isOk()) << sb2.status().toString();
+  (*sb2)->kill();
+  info = waitExit(**sb2);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->signal, SIGKILL);
 }
 
 }  // namespace
