@@ -82,6 +82,14 @@ class WorkerTest : public ::testing::Test {
     if (worker_) worker_->shutdown();
     worker_.reset();
     backend_.reset();
+    // Nothing of this test survives the worker and its backend: no cgroup, no state directory.
+    if (!cgroupParent_.empty()) {
+      EXPECT_FALSE(fs::exists(fs::path("/sys/fs/cgroup/memory") / cgroupParent_));
+      EXPECT_FALSE(fs::exists(fs::path("/sys/fs/cgroup/pids") / cgroupParent_));
+    }
+    if (fs::exists(tmp_ / "state")) {
+      EXPECT_TRUE(fs::is_empty(tmp_ / "state"));
+    }
     if (!tmp_.empty()) (void)removeTree(tmp_);
   }
 
