@@ -710,8 +710,18 @@ TEST_F(ProcessSandboxV2Test, BornInItsCgroupAndRemovedWithIt) {
   fs::path dir = fs::path(kRoot) / parent_ / "v2";
   std::string cg = slurp("/proc/" + std::to_string((*sb)->pid()) + "/cgroup");
   EXPECT_NE(cg.find("0::/" + parent_ + "/v2\n"), std::string::npos) << cg;
-  std::vector<pid_t> pids = cgroupPids(dir);
-  EXPECT_EQ(pids.size(), 2u);  // init and sleep
+  // init and sleep, once sh has reaped hostname and exec'd sleep.
+  std::vector<pid_t> pids;
+  for (auto deadline = Clock::now() + std::chrono::seconds(10); Clock::now() < deadline;) {
+    pids = cgroupPids(dir);
+    if (pids.size() == 2 && std::any_of(pids.begin(), pids.end(), [](pid_t p) {
+          return slurp("/proc/" + std::to_string(p) + "/comm") == "sleep\n";
+        })) {
+      break;
+    }
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(pids.size(), 2u);
   sb->reset();
   EXPECT_FALSE(fs::exists(dir));
   for (pid_t p : pids) EXPECT_FALSE(processAlive(p)) << p;
