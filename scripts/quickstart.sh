@@ -6,6 +6,7 @@
 #
 #   STRATUS_DATA    data directory (default ~/.stratus)
 #   STRATUS_LISTEN  ADDR:PORT to listen on (default 127.0.0.1:9000)
+#   BUILD_DIR       build directory (default build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -13,7 +14,8 @@ repo=$(pwd)
 data=${STRATUS_DATA:-$HOME/.stratus}
 listen=${STRATUS_LISTEN:-127.0.0.1:9000}
 endpoint="http://$listen"
-bin="$repo/build/stratus"
+build_dir=${BUILD_DIR:-build}
+bin="$repo/$build_dir/stratus"
 pidfile="$data/stratus.pid"
 log="$data/stratus.log"
 
@@ -83,11 +85,11 @@ Call a function with curl:
   curl -s -X POST $endpoint/2023-03-30/functions/hello-python/invocations \\
        -H "Authorization: Bearer \$(cat $data/admin-key)" -d '{"hello": "world"}'
 
-Or with the CLI (it found the endpoint and key in ~/.config/stratus/config.json):
-  build/stratus ls
-  build/stratus invoke hello-node --data '{"hello": "world"}' --log
-  build/stratus deploy examples/hello-python --name my-fn --runtime python3
-  build/stratus get my-fn ; build/stratus rm my-fn
+Or with the CLI (\`stratus up\` saved the endpoint and key in ${STRATUS_CONFIG:-~/.config/stratus/config.json}):
+  $build_dir/stratus ls
+  $build_dir/stratus invoke hello-node --data '{"hello": "world"}' --log
+  $build_dir/stratus deploy examples/hello-python --name my-fn --runtime python3
+  $build_dir/stratus get my-fn ; $build_dir/stratus rm my-fn
 
 Stop the server:
   kill \$(cat $pidfile)
