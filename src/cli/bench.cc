@@ -224,7 +224,7 @@ const http = require('http');
 const server = http.createServer((req, res) => {
   req.resume();
   req.on('end', () => {
-    res.writeHead(200, {'Content-Type': 'application/json'});
+    res.writeHead(200, {'Content-Type': 'application/json', 'Content-Length': 7});
     res.end('"hello"');
   });
 });

@@ -20,6 +20,7 @@
 #include <boost/beast/http.hpp>
 #include <charconv>
 #include <sstream>
+#include <thread>
 
 namespace stratus {
 namespace {
@@ -251,30 +252,32 @@ int64_t LoadResult::percentileNs(double p) const {
 
 namespace {
 
+// State shared by the generator threads: the request counter is the only thing they share; each
+// thread records into its own LoadResult, merged at the end.
 struct LoadRun {
   const LoadOptions& options;
   tcp::resolver::results_type endpoints;
   std::string wire;  // the serialized request, identical for every request
-  int64_t issued = 0;
-  LoadResult result;
+  std::atomic<int64_t> issued{0};
 
-  void noteError(std::string text) {
+  bool claim() { return issued.fetch_add(1, std::memory_order_relaxed) < options.requests; }
+
+  static void noteError(LoadResult& result, std::string text) {
     if (result.firstError.empty()) result.firstError = std::move(text);
   }
 
-  asio::awaitable<void, Executor> connection() {
+  asio::awaitable<void, Executor> connection(LoadResult& result) {
     Executor ex = co_await asio::this_coro::executor;
     Stream stream(ex);
     beast::flat_buffer buffer;
     bool connected = false;
-    while (issued < options.requests) {
-      ++issued;
+    while (claim()) {
       if (!connected) {
         stream.expires_after(options.timeout);
         auto [ec, ep] = co_await stream.async_connect(endpoints, kTuple);
         if (ec) {
           ++result.failures;
-          noteError("connect: " + ec.message());
+          noteError(result, "connect: " + ec.message());
           stream.close();
           continue;
         }
@@ -296,7 +299,7 @@ struct LoadRun {
       }
       if (wec || rec) {
         ++result.failures;
-        noteError((wec ? "send: " : "read: ") + (wec ? wec : rec).message());
+        noteError(result, (wec ? "send: " : "read: ") + (wec ? wec : rec).message());
         stream.close();
         connected = false;
         continue;
@@ -311,9 +314,10 @@ struct LoadRun {
       auto errorType = res["x-fc-error-type"];
       if (status != 200 || !errorType.empty()) {
         ++result.errors;
-        noteError("HTTP " + std::to_string(status) +
-                  (errorType.empty() ? "" : " x-fc-error-type " + std::string(errorType)) + ": " +
-                  res.body().substr(0, 300));
+        noteError(result,
+                  "HTTP " + std::to_string(status) +
+                      (errorType.empty() ? "" : " x-fc-error-type " + std::string(errorType)) +
+                      ": " + res.body().substr(0, 300));
       }
       if (!res.keep_alive()) {
         stream.close();
@@ -336,11 +340,15 @@ Result<LoadResult> runLoad(const LoadOptions& options) {
     return invalidArgument("load: requests must be >= 0 and concurrency >= 1");
   }
   try {
-    asio::io_context ioc(1);
-    tcp::resolver resolver(ioc);
     ErrorCode ec;
-    LoadRun run{options, resolver.resolve(ep.host, std::to_string(ep.port), ec), {}, 0, {}};
+    tcp::resolver::results_type endpoints;
+    {
+      asio::io_context ioc(1);
+      tcp::resolver resolver(ioc);
+      endpoints = resolver.resolve(ep.host, std::to_string(ep.port), ec);
+    }
     if (ec) return unavailable("resolve " + ep.host + ": " + ec.message());
+    LoadRun run{options, std::move(endpoints), {}};
 
     http::request<http::string_body> req;
     http::verb verb = http::string_to_verb(options.method);
@@ -360,19 +368,39 @@ Result<LoadResult> runLoad(const LoadOptions& options) {
     std::ostringstream wire;
     wire << req;
     run.wire = wire.str();
-    run.result.latencyNs.reserve(static_cast<size_t>(options.requests));
 
     int conns = static_cast<int>(
         std::min<int64_t>(options.concurrency, std::max<int64_t>(1, options.requests)));
-    auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < conns; ++i) {
-      asio::co_spawn(ioc, run.connection(), asio::detached);
+    int threads = std::clamp(options.threads, 1, conns);
+    std::vector<LoadResult> partial(static_cast<size_t>(threads));
+    std::vector<std::unique_ptr<asio::io_context>> contexts;
+    for (int t = 0; t < threads; ++t) {
+      contexts.push_back(std::make_unique<asio::io_context>(1));
+      partial[t].latencyNs.reserve(static_cast<size_t>(options.requests / threads + 1));
     }
-    ioc.run();
-    run.result.seconds =
+    for (int i = 0; i < conns; ++i) {
+      asio::co_spawn(*contexts[i % threads], run.connection(partial[i % threads]), asio::detached);
+    }
+    auto start = std::chrono::steady_clock::now();
+    std::vector<std::thread> workers;
+    for (int t = 1; t < threads; ++t) workers.emplace_back([c = contexts[t].get()] { c->run(); });
+    contexts[0]->run();
+    for (auto& w : workers) w.join();
+
+    LoadResult result;
+    result.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::sort(run.result.latencyNs.begin(), run.result.latencyNs.end());
-    return std::move(run.result);
+    result.latencyNs.reserve(static_cast<size_t>(options.requests));
+    for (auto& p : partial) {
+      result.completed += p.completed;
+      result.errors += p.errors;
+      result.failures += p.failures;
+      for (auto& [status, n] : p.statusCounts) result.statusCounts[status] += n;
+      if (result.firstError.empty()) result.firstError = std::move(p.firstError);
+      result.latencyNs.insert(result.latencyNs.end(), p.latencyNs.begin(), p.latencyNs.end());
+    }
+    std::sort(result.latencyNs.begin(), result.latencyNs.end());
+    return result;
   } catch (const std::exception& e) {
     return internalError(std::string("load generator: ") + e.what());
   }

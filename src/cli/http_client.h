@@ -70,6 +70,7 @@ struct LoadOptions {
   std::string body;
   int64_t requests = 10000;
   int concurrency = 16;  // connections, each with one request in flight (keep-alive)
+  int threads = 2;       // generator threads (at most `concurrency`), connections spread evenly
   Duration timeout = std::chrono::seconds(30);  // per request
 };
 
@@ -87,7 +88,7 @@ struct LoadResult {
   int64_t percentileNs(double p) const;
 };
 
-// Drives `requests` requests over `concurrency` keep-alive connections from one thread and
+// Drives `requests` requests over `concurrency` keep-alive connections from `threads` threads and
 // records each request's latency (write of the request to the end of the response). Fails only
 // on a bad endpoint; per-request failures are counted in the result.
 Result<LoadResult> runLoad(const LoadOptions& options);

@@ -45,8 +45,9 @@ using Executor = asio::io_context::executor_type;
 using Stream = beast::basic_stream<tcp, Executor>;
 
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable_t<Executor>{});
-constexpr auto kLingerTime = std::chrono::seconds(1);
-constexpr size_t kLingerBytes = 4 << 20;
+// After an error response, how long and how much of the client's remaining upload to drain.
+constexpr auto kLingerTime = std::chrono::seconds(2);
+constexpr size_t kLingerBytes = 64 << 20;
 
 std::string jsonEscape(std::string_view s) {
   std::string out;
@@ -369,7 +370,7 @@ class HttpServer::Impl {
     boost::system::error_code ignored;
     conn->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
     conn->stream.expires_after(kLingerTime);
-    std::vector<char> sink(16 << 10);
+    std::vector<char> sink(64 << 10);
     size_t total = 0;
     while (total < kLingerBytes) {
       auto [rec, got] = co_await conn->stream.async_read_some(asio::buffer(sink), kTuple);
