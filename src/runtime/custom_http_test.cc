@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
+
 namespace stratus::runtime {
 namespace {
 
@@ -223,6 +225,41 @@ TEST(HttpResponseParserTest, EnforcesSizeLimits) {
   for (int i = 0; i < 70 && last.isOk(); ++i) last = p.feed(mb);
   ASSERT_FALSE(last.isOk());
   EXPECT_EQ(last.status().code(), Code::kPayloadTooLarge);
+}
+
+// Mutated responses fed in random pieces: the parser completes or reports an error, never more.
+TEST(HttpResponseParserTest, SurvivesMutatedResponses) {
+  std::mt19937 rng(11);
+  const std::string samples[] = {
+      "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n",
+      "HTTP/1.0 404 Not Found\r\n\r\nnope"};
+  int errors = 0, complete = 0;
+  for (int round = 0; round < 3000; ++round) {
+    std::string s = samples[round % 3];
+    for (int m = 0; m < 1 + static_cast<int>(rng() % 3); ++m) {
+      s[rng() % s.size()] = "0123456789abcdefABCDEF\r\n :;-"[rng() % 31];
+    }
+    HttpResponseParser p;
+    size_t off = 0;
+    Result<bool> r = false;
+    while (off < s.size()) {
+      size_t len = std::min<size_t>(1 + rng() % 7, s.size() - off);
+      r = p.feed(std::string_view(s).substr(off, len));
+      off += len;
+      if (!r.isOk() || *r) break;
+    }
+    if (r.isOk() && !*r) r = p.feedEof();
+    if (!r.isOk()) {
+      ++errors;
+    } else if (*r) {
+      ++complete;
+      EXPECT_LE(p.body().size(), s.size());
+      EXPECT_GE(p.status(), 100);
+    }
+  }
+  EXPECT_GT(errors, 0);
+  EXPECT_GT(complete, 0);
 }
 
 }  // namespace
