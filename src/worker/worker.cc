@@ -246,7 +246,9 @@ struct Instance {
 
   // Logs.
   std::shared_ptr<LogSink> log;
-  std::string ring = std::string(kLogRingBytes, '\0');
+  // Grows to kLogRingBytes only if the instance writes that much (most idle instances write
+  // nothing: thousands of them must stay cheap); while growing, ring.size() == logTotal.
+  std::string ring;
   uint64_t logTotal = 0;  // bytes ever written by this instance
 };
 
@@ -1237,6 +1239,14 @@ class Worker::Impl {
         }
         off += static_cast<size_t>(n);
       }
+    }
+    if (inst.ring.size() < kLogRingBytes) {
+      if (inst.logTotal + data.size() <= kLogRingBytes) {
+        inst.ring.append(data);
+        inst.logTotal += data.size();
+        return;
+      }
+      inst.ring.resize(kLogRingBytes);  // from now on a ring indexed by logTotal % size
     }
     // Only the last kLogRingBytes matter to the ring.
     if (data.size() > kLogRingBytes) {

@@ -564,6 +564,53 @@ TEST_F(WorkerTest, StopInstanceAbortsCallsAndLeavesNothing) {
   EXPECT_TRUE(lost().empty()) << "stopInstance is not a loss";
 }
 
+TEST_F(WorkerTest, StopWhileStartingAbortsTheStart) {
+  FunctionSpec fn = makeFn("python3");
+  auto code = writeCode({{"index.py", kPyHello}});
+  for (int i = 0; i < 5; ++i) {
+    const std::string id = "early-stop-" + std::to_string(i);
+    std::promise<Result<InstanceReady>> p;
+    worker_->startInstance(id, fn, code,
+                           [&p](Result<InstanceReady> r) { p.set_value(std::move(r)); });
+    // Stop at different points of the start: before/while the sandbox is created, before ready.
+    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5 * i));
+    worker_->stopInstance(id);
+    auto f = p.get_future();
+    ASSERT_EQ(f.wait_for(30s), std::future_status::ready);
+    auto r = f.get();
+    if (r.isOk()) {
+      // It was ready before the stop arrived; the stop still removes it.
+      SUCCEED() << "ready before the stop";
+    } else {
+      EXPECT_EQ(r.status().code(), Code::kAborted) << r.status().toString();
+    }
+    EXPECT_TRUE(waitFor([&] { return worker_->instanceCount() == 0; }));
+    expectInstanceGone(id, {});
+  }
+  EXPECT_TRUE(lost().empty());
+}
+
+TEST_F(WorkerTest, LogTailOfAChattyInstance) {
+  FunctionSpec fn = makeFn("python3");
+  // 200 KB of output per call: more than the 64 KB ring; the tail is the last 4 KB of the call.
+  auto code = writeCode({{"index.py", R"(
+import sys
+def handler(event, context):
+    for i in range(2000):
+        sys.stdout.write("%s-%04d ".ljust(100, ".") % (event["tag"], i) + "\n")
+    sys.stdout.flush()
+    return "ok"
+)"}});
+  ASSERT_TRUE(start("py-chatty", fn, code).isOk());
+  for (const std::string tag : {"first", "second"}) {
+    auto r = invoke("py-chatty", R"({"tag":")" + tag + R"("})", true);
+    ASSERT_TRUE(r.status.isOk()) << r.status.toString();
+    EXPECT_EQ(r.logTail.size(), 4096u);
+    EXPECT_NE(r.logTail.find(tag + "-1999"), std::string::npos) << r.logTail.substr(0, 200);
+    EXPECT_EQ(r.logTail.find(tag + "-1900"), std::string::npos);
+  }
+}
+
 TEST_F(WorkerTest, ShutdownLeavesNothingBehind) {
   FunctionSpec py = makeFn("python3");
   FunctionSpec node = makeFn("nodejs");
