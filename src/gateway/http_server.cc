@@ -183,6 +183,10 @@ http::response<http::string_body> toBeast(HttpResponse&& r, unsigned version, bo
     }
   }
   res.keep_alive(keepAlive);
+  const unsigned status = res.result_int();
+  if (status < 200 || status == 204 || status == 304) {
+    r.body.clear();  // these carry no body (and Beast refuses to frame one)
+  }
   if (head) {
     res.content_length(r.body.size());
   } else {

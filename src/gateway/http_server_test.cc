@@ -199,6 +199,21 @@ TEST(HttpServerTest, SecondRespondIsIgnored) {
   }
 }
 
+TEST(HttpServerTest, NoContentResponseDropsBodyAndKeepsConnection) {
+  Server s([](HttpRequest req, HttpRespond respond) {
+    respond(textResponse(req.path == "/empty" ? 204 : 200, "body"));
+  });
+  auto client = HttpClient::connect(s.endpoint);
+  ASSERT_TRUE(client.isOk());
+  auto r = (*client)->request("DELETE", "/empty");
+  ASSERT_TRUE(r.isOk()) << r.status().toString();
+  EXPECT_EQ(r->status, 204);
+  EXPECT_EQ(r->body, "");
+  auto next = (*client)->request("GET", "/other");
+  ASSERT_TRUE(next.isOk()) << next.status().toString();
+  EXPECT_EQ(next->body, "body");
+}
+
 TEST(HttpServerTest, OversizedBodyGets413) {
   HttpServerOptions options;
   options.maxBodyBytes = 1024;
