@@ -749,13 +749,29 @@ class Worker::Impl {
     if (inst->state != State::kStarting) return;
     auto fd = inst->sandbox->connectTcp(static_cast<uint16_t>(inst->fn.customRuntimeConfig.port));
     if (!fd.isOk()) {
+      // A loopback connect to a port nobody listens on yet may fail at once rather than in
+      // progress: that is "not yet", like a later SO_ERROR.
+      const int err = fd.status().sysErrno();
+      if (err == ECONNREFUSED || err == ECONNRESET || err == ECONNABORTED || err == EAGAIN ||
+          err == ETIMEDOUT) {
+        return scheduleProbe(inst);
+      }
       return failStart(inst, fd.status().withContext("connect to custom runtime of " + inst->id));
     }
     auto c = std::make_unique<HttpConn>();
     c->fd = std::move(fd).value();
     tuneTcp(c->fd.get());
     c->use = HttpConn::Use::kProbe;
-    addHttpConn(inst, std::move(c));
+    if (addHttpConn(inst, std::move(c)) == nullptr) {
+      failStart(inst, internalError("cannot watch a connection to the custom runtime"));
+    }
+  }
+
+  void scheduleProbe(const InstancePtr& inst) {
+    std::weak_ptr<Instance> weak = inst;
+    inst->connectTimer = loop_->addTimerAfter(kConnectRetry, [this, weak] {
+      if (auto i = weak.lock()) connectProbe(i);
+    });
   }
 
   HttpConn* addHttpConn(const InstancePtr& inst, std::unique_ptr<HttpConn> c) {
@@ -899,11 +915,7 @@ class Worker::Impl {
     if (use == HttpConn::Use::kProbe) {
       if (inst->state != State::kStarting) return;
       // Not listening yet: try again shortly (the pidfd ends this if the process died).
-      std::weak_ptr<Instance> weak = inst;
-      inst->connectTimer = loop_->addTimerAfter(kConnectRetry, [this, weak] {
-        if (auto i = weak.lock()) connectProbe(i);
-      });
-      return;
+      return scheduleProbe(inst);
     }
     if (use == HttpConn::Use::kInit) {
       return failStart(inst, Status(Code::kFailedPrecondition,

@@ -66,11 +66,17 @@ class WorkerTest : public ::testing::Test {
     auto backend = ProcessSandboxBackend::create(so);
     ASSERT_TRUE(backend.isOk()) << backend.status().toString();
     backend_ = std::move(backend).value();
+    ASSERT_TRUE(makeDirs(tmp_ / "state").isOk());
+    makeWorker(WorkerOptions().startBudget);
+  }
+
+  void makeWorker(Duration startBudget) {
+    if (worker_) worker_->shutdown();
     WorkerOptions wo;
     wo.stateDir = tmp_ / "state";
     wo.logDir = tmp_ / "logs";
     wo.runtimeAssetsDir = tmp_ / "assets";
-    ASSERT_TRUE(makeDirs(wo.stateDir).isOk());
+    wo.startBudget = startBudget;
     worker_ = std::make_unique<Worker>(wo, *backend_, clock_);
     worker_->setInstanceLostHandler([this](const std::string& id, Status cause) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -329,8 +335,12 @@ TEST_F(WorkerTest, CustomRuntimeThatNeverListensTimesOut) {
   FunctionSpec fn = makeFn("custom", "");
   fn.initializationTimeoutSec = 1;
   auto code = writeCode({{"bootstrap", "#!/usr/bin/python3\nimport time\ntime.sleep(60)\n"}}, 0755);
+  makeWorker(std::chrono::seconds(1));
+  const auto t0 = std::chrono::steady_clock::now();
   auto r = start("custom-never", fn, code);
-  // initializationTimeout (1 s) + startBudget (10 s by default).
+  // Bounded by initializationTimeout (1 s) + startBudget (1 s).
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
   ASSERT_FALSE(r.isOk());
   EXPECT_EQ(r.status().code(), Code::kFailedPrecondition);
   EXPECT_EQ(str(parseObject(r.status().message()), "errorType"), "Runtime.InitTimeout");
