@@ -685,7 +685,9 @@ TEST_F(BootstrapTest, NodeResolvesBundledNodeModules) {
 TEST_F(BootstrapTest, NodeLoadsEsModules) {
   code("esm.mjs", "export const handler = async (event) => ({esm: true, n: event.n});\n");
   code("typed/package.json", R"({"type": "module"})");
-  code("typed/app.js", "export async function handler() { return 'module js'; }\n");
+  code("typed/app.js",
+       "const v = await Promise.resolve('module js');\n"  // top-level await
+       "export async function handler() { return v; }\n");
   Child c;
   startReady(c, "nodejs", "esm.handler");
   Frame f;
@@ -697,6 +699,7 @@ TEST_F(BootstrapTest, NodeLoadsEsModules) {
   ASSERT_TRUE(d.invoke("r", "{}", f));
   ASSERT_EQ(f.type, FrameType::kResult) << json::serialize(f.meta);
   EXPECT_EQ(f.body, "\"module js\"");
+  EXPECT_EQ(d.err().find("ExperimentalWarning"), std::string::npos) << d.logs();
 }
 
 TEST_F(BootstrapTest, NodeInitErrors) {

@@ -161,6 +161,29 @@ async function importFile(file) {
   return import(pathToFileURL(file).href);
 }
 
+// .mjs, or .js inside a package whose nearest package.json says "type": "module". Loading those
+// with import() directly avoids node 20's require(esm) warning and handles top-level await.
+function isEsm(file) {
+  if (file.endsWith('.mjs')) return true;
+  if (!file.endsWith('.js')) return false;
+  for (let dir = path.dirname(file); ; dir = path.dirname(dir)) {
+    let text = null;
+    try {
+      text = fs.readFileSync(path.join(dir, 'package.json'), 'utf8');
+    } catch (_) {
+      // no package.json here: look further up
+    }
+    if (text !== null) {
+      try {
+        return JSON.parse(text).type === 'module';
+      } catch (_) {
+        return false;
+      }
+    }
+    if (dir === path.dirname(dir)) return false;
+  }
+}
+
 async function loadModule(codeDir, modPath) {
   const base = path.resolve(codeDir, modPath);
   let file = null;
@@ -171,12 +194,14 @@ async function loadModule(codeDir, modPath) {
     }
   }
   try {
-    if (file && file.endsWith('.mjs')) return await importFile(file);
+    if (file && isEsm(file)) return await importFile(file);
     try {
       // require() from an absolute path inside the code dir, so /code/node_modules resolves.
       return require(file || base);
     } catch (e) {
-      if (e && e.code === 'ERR_REQUIRE_ESM') return await importFile(file || base);
+      if (e && (e.code === 'ERR_REQUIRE_ESM' || e.code === 'ERR_REQUIRE_ASYNC_MODULE')) {
+        return await importFile(file || base);
+      }
       throw e;
     }
   } catch (e) {
