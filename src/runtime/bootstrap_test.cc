@@ -781,20 +781,27 @@ exports.badInit = async () => { throw new Error('init failed'); };
   EXPECT_EQ(f.meta.at("errorMessage").as_string(), "init failed");
 }
 
-TEST_F(BootstrapTest, NodeUncaughtExceptionOutsideAHandlerEndsTheProcess) {
+TEST_F(BootstrapTest, NodeUncaughtErrorsOutsideAHandlerEndTheProcess) {
   code("index.js",
-       "exports.handler = async () => {\n"
+       "exports.timer = async () => {\n"
        "  setTimeout(() => { throw new Error('late failure'); }, 1);\n"
+       "  return 'returned';\n};\n"
+       "exports.rejection = async () => {\n"
+       "  Promise.reject(new Error('forgotten rejection'));\n"
        "  return 'returned';\n};\n");
-  Child c;
-  startReady(c, "nodejs", "index.handler");
-  Frame f;
-  ASSERT_TRUE(c.invoke("r", "{}", f));
-  EXPECT_EQ(f.type, FrameType::kResult);
-  int status = c.waitExit(kCallDeadline);
-  ASSERT_NE(status, -1) << "still running";
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status;
-  EXPECT_NE(c.err().find("late failure"), std::string::npos) << c.logs();
+  for (std::string which : {"timer", "rejection"}) {
+    Child c;
+    startReady(c, "nodejs", "index." + which);
+    Frame f;
+    ASSERT_TRUE(c.invoke("r", "{}", f));
+    EXPECT_EQ(f.type, FrameType::kResult);
+    int status = c.waitExit(kCallDeadline);
+    ASSERT_NE(status, -1) << which << " still running";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << which << " " << status;
+    EXPECT_NE(c.err().find(which == "timer" ? "late failure" : "forgotten rejection"),
+              std::string::npos)
+        << c.logs();
+  }
 }
 
 // ---- both ---------------------------------------------------------------------------------------
