@@ -73,10 +73,10 @@ int runUp(const UpOptions& options) {
   signal(SIGPIPE, SIG_IGN);
 
   const std::filesystem::path dir = std::filesystem::absolute(options.dataDir);
-  for (const char* sub : {"", "code", "logs", "runtime", "run", "run/sandboxes", "run/instances"}) {
+  if (Status s = makeDirs(dir / "logs", 0700); !s.isOk()) return fail(s);
+  for (const char* sub : {"code", "runtime", "run", "run/sandboxes", "run/instances"}) {
     if (Status s = makeDirs(dir / sub, 0755); !s.isOk()) return fail(s);
   }
-  if (Status s = makeDirs(dir / "logs", 0700); !s.isOk()) return fail(s);
 
   auto store = SqliteStore::open(dir / "meta.db");
   if (!store.isOk()) return fail(store.status());

@@ -61,10 +61,22 @@ Status writeControlFile(const std::filesystem::path& path, std::string_view data
 }
 
 Status makeDirs(const std::filesystem::path& path, mode_t mode) {
-  std::error_code ec;
-  std::filesystem::create_directories(path, ec);
-  if (ec) return Status::fromErrno(ec.value(), "mkdir -p " + path.string());
-  if (::chmod(path.c_str(), mode) != 0) return Status::fromErrno(errno, "chmod " + path.string());
+  // Only directories created here get `mode`: chmod-ing an existing parent (say /tmp) would
+  // silently change the host.
+  std::filesystem::path current;
+  for (const auto& part : path) {
+    current /= part;
+    if (::mkdir(current.c_str(), mode) == 0) {
+      if (::chmod(current.c_str(), mode) != 0) {
+        return Status::fromErrno(errno, "chmod " + current.string());
+      }
+    } else if (errno != EEXIST) {
+      return Status::fromErrno(errno, "mkdir " + current.string());
+    }
+  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return Status::fromErrno(errno, "stat " + path.string());
+  if (!S_ISDIR(st.st_mode)) return Status::fromErrno(ENOTDIR, "mkdir -p " + path.string());
   return Status::ok();
 }
 

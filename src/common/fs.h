@@ -16,6 +16,7 @@ Result<std::string> readFile(const std::filesystem::path& path);
 Status writeFileAtomic(const std::filesystem::path& path, std::string_view data, mode_t mode = 0644);
 // Writes without truncating semantics beyond O_TRUNC; for cgroupfs/procfs control files.
 Status writeControlFile(const std::filesystem::path& path, std::string_view data);
+// mkdir -p. Directories it creates get `mode` (umask ignored); existing ones are left as they are.
 Status makeDirs(const std::filesystem::path& path, mode_t mode = 0755);
 // rm -rf; an absent path is OK.
 Status removeTree(const std::filesystem::path& path);
