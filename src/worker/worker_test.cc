@@ -621,6 +621,35 @@ def handler(event, context):
   }
 }
 
+size_t openFdCount() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+TEST_F(WorkerTest, NoFdLeakAcrossInstanceLifecycles) {
+  FunctionSpec py = makeFn("python3");
+  FunctionSpec custom = makeFn("custom", "");
+  auto pyCode = writeCode({{"index.py", kPyHello}});
+  auto customCode = writeCode({{"bootstrap", kCustomServer}}, 0755);
+  auto cycle = [&](const std::string& id, const FunctionSpec& fn, const fs::path& code) {
+    ASSERT_TRUE(start(id, fn, code).isOk());
+    auto r = invoke(id, R"({"name":"x"})", true);
+    ASSERT_TRUE(r.status.isOk());
+    worker_->stopInstance(id);
+    ASSERT_TRUE(waitFor([&] { return worker_->instanceCount() == 0; }));
+    expectInstanceGone(id, {});
+  };
+  cycle("fd-warmup", py, pyCode);  // first use may allocate lasting things (log dir, spdlog)
+  const size_t before = openFdCount();
+  for (int i = 0; i < 3; ++i) {
+    cycle("fd-py-" + std::to_string(i), py, pyCode);
+    cycle("fd-custom-" + std::to_string(i), custom, customCode);
+  }
+  EXPECT_TRUE(waitFor([&] { return openFdCount() <= before; }))
+      << "fds before " << before << ", after " << openFdCount();
+}
+
 TEST_F(WorkerTest, ShutdownLeavesNothingBehind) {
   FunctionSpec py = makeFn("python3");
   FunctionSpec node = makeFn("nodejs");
