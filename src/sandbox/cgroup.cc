@@ -360,7 +360,6 @@ class CgroupV2 final : public Cgroup {
   Status killAll() override {
     return killAndWait({dir_}, hasKill_ ? dir_ / "cgroup.kill" : fs::path());
   }
-  fs::path cloneIntoDir() const override { return dir_; }
 
   fs::path dir_;
   bool hasKill_ = false;

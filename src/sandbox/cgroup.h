@@ -43,9 +43,6 @@ class Cgroup {
   // threadgroup lock, whose write side waits for an RCU grace period (1-15 ms) -- the cost of
   // addProcess(). Empty: use addProcess().
   virtual std::vector<std::filesystem::path> selfAttachFiles() const { return {}; }
-  // v2: the cgroup's directory, for clone3(CLONE_INTO_CGROUP), which starts a child directly
-  // in the cgroup (no migration at all). Empty on v1.
-  virtual std::filesystem::path cloneIntoDir() const { return {}; }
 };
 
 class CgroupDriver {

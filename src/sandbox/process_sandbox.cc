@@ -4,8 +4,10 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -21,6 +23,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "sandbox/init_image.h"
 #include "sandbox/sandbox_init.h"
 
 #ifndef P_PIDFD
@@ -40,8 +43,7 @@ namespace {
 // How long create() waits for the child to set up its root and exec. Mounts take microseconds;
 // this only bounds a child stuck in the kernel (a hung bind-mount source) so create never hangs.
 constexpr int kSetupTimeoutMs = 10'000;
-constexpr size_t kCommandStackSize = 64 * 1024;
-constexpr uint64_t kCloneIntoCgroup = 0x200000000ULL;  // <linux/sched.h>, not in glibc's
+constexpr size_t kChildStackSize = 64 * 1024;
 
 constexpr unsigned long kRoRemount = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV;
 
@@ -288,15 +290,8 @@ class ProcessSandbox final : public Sandbox {
 struct PlanStorage {
   std::deque<std::string> strings;
   std::vector<ChildOp> ops;
-  std::vector<char*> argv, envp;
-  std::vector<const char*> execPaths;
-  std::unique_ptr<char[]> commandStack;
+  std::vector<char*> argv, envp;  // init's argv, the command's environment
   ChildPlan plan;
-};
-
-struct CloneArgs {  // struct clone_args of <linux/sched.h>, which clashes with <sched.h>
-  uint64_t flags, pidfd, childTid, parentTid, exitSignal, stack, stackSize, tls, setTid, setTidSize,
-      cgroup;
 };
 
 }  // namespace
@@ -310,7 +305,31 @@ struct HostOps {
   std::deque<std::string> strings;
   std::vector<ChildOp> systemOps;  // /usr, /bin, /lib..., /etc
   std::vector<ChildOp> devOps;     // /proc, /dev
+  UniqueFd initImage;              // sealed memfd holding stratus-sandbox-init
 };
+
+// Copies the embedded init binary into a sealed, executable memfd (exec'd with execveat).
+Result<UniqueFd> makeInitImage() {
+  std::string_view image = sandbox_internal::sandboxInitImage();
+  constexpr unsigned kMfdExec = 0x0010U;  // MFD_EXEC (6.3+): executable despite vm.memfd_noexec
+  UniqueFd fd(::memfd_create("stratus-sandbox-init", MFD_CLOEXEC | MFD_ALLOW_SEALING | kMfdExec));
+  if (!fd && errno == EINVAL) {
+    fd.reset(::memfd_create("stratus-sandbox-init", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  }
+  if (!fd) return Status::fromErrno(errno, "memfd_create for the sandbox init");
+  size_t off = 0;
+  while (off < image.size()) {
+    ssize_t n = ::write(fd.get(), image.data() + off, image.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::fromErrno(errno, "write the sandbox init into its memfd");
+    off += static_cast<size_t>(n);
+  }
+  if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) !=
+      0) {
+    return Status::fromErrno(errno, "seal the sandbox init memfd");
+  }
+  return fd;
+}
 
 void buildHostLayout(HostOps& layout);
 
@@ -355,6 +374,7 @@ Result<std::unique_ptr<ProcessSandboxBackend>> ProcessSandboxBackend::create(
   }
   auto host = std::make_unique<HostLayout>();
   buildHostLayout(*host);
+  ASSIGN_OR_RETURN(host->initImage, makeInitImage());
   return std::unique_ptr<ProcessSandboxBackend>(
       new ProcessSandboxBackend(std::move(options), std::move(cgroups), std::move(host)));
 }
@@ -534,20 +554,8 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
          .flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC,
          .what = "remount /dev read-only"});
   b.add({.kind = OpKind::kMount, .b = "/", .flags = kRoRemount, .what = "remount / read-only"});
-  // Init is a copy-on-write image of the worker: to the OOM killer its RSS looks like the
-  // worker's, so it should never be the victim; the command resets itself to 0. Lowering the
-  // score needs CAP_SYS_RESOURCE, which a worker may lack (these VMs do): then init stays at the
-  // worker's score, and an OOM may kill init -- and with it the whole sandbox -- instead of the
-  // command alone; it is still reported as an OOM kill.
-  b.add({.kind = OpKind::kWriteFile,
-         .bestEffort = true,
-         .a = "/proc/self/oom_score_adj",
-         .data = "-1000",
-         .what = "set init's oom_score_adj"});
 
-  // Exec phase.
-  for (const auto& a : spec.argv) st.argv.push_back(const_cast<char*>(b.keep(a)));
-  st.argv.push_back(nullptr);
+  // ---- init's argv (see init_main.cc) and the command's environment.
   std::string pathVar = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   bool hasPath = false;
   for (const auto& e : spec.env) {
@@ -560,20 +568,19 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   // Like a login shell, a sandbox always has a PATH.
   if (!hasPath) st.envp.push_back(const_cast<char*>(b.keep("PATH=" + pathVar)));
   st.envp.push_back(nullptr);
+  std::vector<std::string> execPaths;
   if (spec.argv[0].find('/') != std::string::npos) {
-    st.execPaths.push_back(st.argv[0]);
+    execPaths.push_back(spec.argv[0]);
   } else {
     size_t start = 0;
     while (start <= pathVar.size()) {
       size_t end = pathVar.find(':', start);
       if (end == std::string::npos) end = pathVar.size();
       std::string d = pathVar.substr(start, end - start);
-      if (!d.empty()) st.execPaths.push_back(b.keep(d + "/" + spec.argv[0]));
+      if (!d.empty()) execPaths.push_back(d + "/" + spec.argv[0]);
       start = end + 1;
     }
   }
-  st.execPaths.push_back(nullptr);
-  st.commandStack.reset(new char[kCommandStackSize]);
 
   // The go byte travels over a socket so that it can be sent with MSG_NOSIGNAL: a child that
   // already failed has closed its end, and a plain pipe write would SIGPIPE the whole worker.
@@ -585,47 +592,50 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   if (::pipe2(errPipe, O_CLOEXEC) != 0) return Status::fromErrno(errno, ctx + ": pipe");
   UniqueFd errR(errPipe[0]), errW(errPipe[1]);
 
+  auto arg = [&](std::string s) { st.argv.push_back(const_cast<char*>(b.keep(std::move(s)))); };
+  arg("stratus-sandbox-init");
+  arg(std::to_string(errW.get()));
+  arg(std::to_string(syncR.get()));
+  arg(std::to_string(spec.stdoutFd));
+  arg(std::to_string(spec.stderrFd));
+  arg(std::to_string(spec.uid));
+  arg(std::to_string(spec.gid));
+  arg(spec.cwd);
+  arg(std::to_string(execPaths.size()));
+  for (auto& p : execPaths) arg(std::move(p));
+  for (const auto& a : spec.argv) arg(a);
+  st.argv.push_back(nullptr);
+
   ChildPlan& plan = st.plan;
   plan.ops = st.ops.data();
   plan.opCount = st.ops.size();
-  plan.argv = st.argv.data();
-  plan.envp = st.envp.data();
-  plan.execPaths = st.execPaths.data();
-  plan.cwd = b.keep(spec.cwd);
-  plan.uid = spec.uid;
-  plan.gid = spec.gid;
-  plan.stdoutFd = spec.stdoutFd;
-  plan.stderrFd = spec.stderrFd;
+  plan.initFd = host_->initImage.get();
+  plan.initArgv = st.argv.data();
+  plan.initEnvp = st.envp.data();
   plan.syncFd = syncR.get();
   plan.errorFd = errW.get();
-  // Stacks grow down; keep the top 16-byte aligned as the ABI requires.
-  plan.commandStackTop = reinterpret_cast<char*>(
-      (reinterpret_cast<uintptr_t>(st.commandStack.get()) + kCommandStackSize) & ~uintptr_t{15});
+  plan.stdoutFd = spec.stdoutFd;
+  plan.stderrFd = spec.stderrFd;
 
-  // ---- clone.
+  // ---- clone: CLONE_VM|CLONE_VFORK like posix_spawn -- no copy of the worker's page tables,
+  // and this thread is suspended until the child has exec'd init (or failed). Signals are
+  // blocked around it so that no handler of the worker ever runs on the child's side; the
+  // child resets all dispositions before unblocking.
+  std::unique_ptr<char[]> stack(new char[kChildStackSize]);
+  // Stacks grow down; keep the top 16-byte aligned as the ABI requires.
+  char* stackTop = reinterpret_cast<char*>(
+      (reinterpret_cast<uintptr_t>(stack.get()) + kChildStackSize) & ~uintptr_t{15});
+  sigset_t all, old;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
   int pidfd = -1;
-  CloneArgs args{};
-  args.flags =
-      CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_PIDFD;
-  args.pidfd = reinterpret_cast<uintptr_t>(&pidfd);
-  args.exitSignal = SIGCHLD;
-  // v2: born in its cgroup. Should the kernel refuse (pre-5.7, or a cgroup it cannot start a
-  // process in), clone without it and migrate with addProcess() below.
-  UniqueFd cgroupDir;
-  if (fs::path d = sandbox->cgroup_->cloneIntoDir(); !d.empty()) {
-    cgroupDir.reset(::open(d.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-  }
-  bool bornInCgroup = cgroupDir.valid();
-  long pid = -1;
-  if (bornInCgroup) {
-    CloneArgs into = args;
-    into.flags |= kCloneIntoCgroup;
-    into.cgroup = static_cast<uint64_t>(cgroupDir.get());
-    pid = ::syscall(SYS_clone3, &into, sizeof into);
-    if (pid < 0) bornInCgroup = false;
-  }
-  if (pid < 0) pid = ::syscall(SYS_clone3, &args, sizeof args);
-  if (pid == 0) sandbox_internal::runSandboxInit(plan);  // never returns
+  pid_t pid = ::clone(sandbox_internal::sandboxChildMain, stackTop,
+                      CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_NEWPID | CLONE_NEWNS |
+                          CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | SIGCHLD,
+                      &plan, &pidfd);
+  int cloneErr = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  errno = cloneErr;
   if (pid < 0) return Status::fromErrno(errno, ctx + ": clone");
   sandbox->pid_ = static_cast<pid_t>(pid);
   sandbox->pidfd_.reset(pidfd);
@@ -636,7 +646,7 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   // root meanwhile, and waits for the go byte before spawning the command). On failure, closing
   // the socket without the byte makes the child exit.
   Status moved;
-  if (attach.empty() && !bornInCgroup) moved = sandbox->cgroup_->addProcess(sandbox->pid_);
+  if (attach.empty()) moved = sandbox->cgroup_->addProcess(sandbox->pid_);
   if (moved.isOk() && ::send(syncW.get(), "g", 1, MSG_NOSIGNAL) != 1) {
     moved = Status::fromErrno(errno, "release the child");
   }
@@ -703,6 +713,12 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
         break;
       case kStepOomScore:
         what = "reset oom_score_adj";
+        break;
+      case kStepExecInit:
+        what = "exec the sandbox init";
+        break;
+      case kStepInitArgs:
+        what = "parse the sandbox init's arguments";
         break;
       default:
         what = "step " + std::to_string(err.step);

@@ -653,6 +653,24 @@ TEST_F(ProcessSandboxTest, SandboxDiesWithItsCreatingThread) {
   EXPECT_EQ(info->signal, SIGKILL);
 }
 
+// Pid 1 is the small static init, not a copy-on-write image of the (here: deliberately big)
+// worker: the worker does not pay copy-on-write faults after each create, and init is cheap.
+TEST_F(ProcessSandboxTest, InitIsSmallAndSeparateFromTheWorker) {
+  std::vector<char> ballast(96 << 20, 1);  // the "worker" now has ~100 MB of dirty heap
+  auto sb = backend_->create(spec("small", {"/usr/bin/sleep", "1000"}));
+  ASSERT_TRUE(sb.isOk()) << sb.status().toString();
+  std::string proc = "/proc/" + std::to_string((*sb)->pid());
+  std::error_code ec;
+  std::string exe = fs::read_symlink(proc + "/exe", ec).string();
+  EXPECT_NE(exe.find("memfd:stratus-sandbox-init"), std::string::npos) << exe;
+  std::string status = slurp(proc + "/status");
+  size_t at = status.find("VmRSS:");
+  ASSERT_NE(at, std::string::npos);
+  long rssKb = std::stol(status.substr(at + 6));
+  EXPECT_LT(rssKb, 4096) << "init RSS " << rssKb << " kB";
+  EXPECT_EQ(ballast[12345], 1);
+}
+
 TEST_F(ProcessSandboxTest, NodeRuns) {
   if (!fs::exists("/usr/bin/node")) GTEST_SKIP() << "node is not installed";
   auto [text, info] =

@@ -17,8 +17,9 @@
 
 #include <cstring>
 
-// Everything in this file runs in a child of a multi-threaded process: only async-signal-safe
-// system call wrappers, no allocation, no locks, no C++ library calls that might allocate.
+// Everything in this file runs in a CLONE_VM child of a multi-threaded process: only system call
+// wrappers, no allocation, no locks, no C++ library calls that might allocate, and nothing but
+// its own stack is written to (it shares the worker's memory).
 
 namespace stratus::sandbox_internal {
 namespace {
@@ -36,10 +37,10 @@ void report(int fd, int32_t step, int err) {
 
 // Closes every fd except the (up to 4) given ones. Other threads of the worker may have created
 // fds without CLOEXEC, or fds of a concurrent create(); none of them may leak into a sandbox.
-void closeAllExcept(int a, int b, int c, int d) {
-  int keep[4] = {a, b, c, d};
-  // Insertion sort of 4 ints, then close the gaps between them.
-  for (int i = 1; i < 4; ++i) {
+void closeAllExcept(int a, int b, int c, int d, int e) {
+  int keep[5] = {a, b, c, d, e};
+  // Insertion sort of 5 ints, then close the gaps between them.
+  for (int i = 1; i < 5; ++i) {
     for (int j = i; j > 0 && keep[j - 1] > keep[j]; --j) {
       int t = keep[j];
       keep[j] = keep[j - 1];
@@ -110,68 +111,17 @@ int runOp(const ChildOp& op) {
   return -1;
 }
 
-// The command's process: shares init's memory (CLONE_VM|CLONE_VFORK, like posix_spawn), so it
-// only touches its own stack and makes raw system calls until execve.
-int commandMain(void* arg) {
-  const ChildPlan& p = *static_cast<const ChildPlan*>(arg);
-  int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (devnull < 0) fail(p, kStepStdio, errno);
-  // Lift the sources above 2 first so that dup2 onto 0..2 cannot clobber one of them (and so
-  // that no dup2 is a no-op that would leave O_CLOEXEC set: init closed 0..2, so the open above
-  // may well have returned 0).
-  int in = ::fcntl(devnull, F_DUPFD_CLOEXEC, 3);
-  if (in < 0) fail(p, kStepStdio, errno);
-  int out = ::fcntl(p.stdoutFd >= 0 ? p.stdoutFd : devnull, F_DUPFD_CLOEXEC, 3);
-  if (out < 0) fail(p, kStepStdio, errno);
-  int err = ::fcntl(p.stderrFd >= 0 ? p.stderrFd : devnull, F_DUPFD_CLOEXEC, 3);
-  if (err < 0) fail(p, kStepStdio, errno);
-  if (::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) {
-    fail(p, kStepStdio, errno);
-  }
-  // Everything else (including the error pipe) closes at execve.
-  ::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
-
-  // Raw syscalls: glibc's setuid() would try to broadcast the change to the worker's other
-  // threads, which do not exist in this process.
-  // Init runs with oom_score_adj -1000 (it is a copy of the worker's address space, so its RSS
-  // looks large to the OOM killer); the command goes back to 0 so that it is the victim.
-  {
-    int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || ::write(fd, "0", 1) != 1) fail(p, kStepOomScore, errno);
-    ::close(fd);
-  }
-  if (::syscall(SYS_setgroups, 0, nullptr) != 0) fail(p, kStepSetgroups, errno);
-  if (::syscall(SYS_setresgid, p.gid, p.gid, p.gid) != 0) fail(p, kStepSetgid, errno);
-  if (::syscall(SYS_setresuid, p.uid, p.uid, p.uid) != 0) fail(p, kStepSetuid, errno);
-  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(p, kStepNoNewPrivs, errno);
-  if (::chdir(p.cwd) != 0) fail(p, kStepChdir, errno);
-
-  // Like execvp: ENOENT/ENOTDIR move on to the next candidate; any other error is remembered.
-  int firstErr = ENOENT;
-  for (const char* const* path = p.execPaths; *path != nullptr; ++path) {
-    ::execve(*path, p.argv, p.envp);
-    if (errno != ENOENT && errno != ENOTDIR && firstErr == ENOENT) firstErr = errno;
-  }
-  fail(p, kStepExec, firstErr);
-}
-
-int exitCodeOf(int status) {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return 255;
-}
-
 }  // namespace
 
-void runSandboxInit(const ChildPlan& p) {
-  // Dies with the creating thread. The parent-death race (parent gone before this prctl) is
-  // covered by the sync pipe: the read before spawning the command then sees EOF.
+int sandboxChildMain(void* arg) {
+  const ChildPlan& p = *static_cast<const ChildPlan*>(arg);
+  // Dies with the creating thread (the setting survives the exec of init). The race of the
+  // parent dying before this prctl is covered by the go byte: init then reads EOF and exits.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-  closeAllExcept(p.syncFd, p.errorFd, p.stdoutFd, p.stderrFd);
 
-  // The worker may ignore SIGPIPE or SIGCHLD, block signals, or install handlers; a sandbox
-  // starts from default dispositions and an empty mask (handlers reset at execve anyway, but
-  // SIG_IGN would survive it, and an ignored SIGCHLD would make wait4 below useless).
+  // We share the worker's memory, so none of its signal handlers may ever run here: the parent
+  // blocked all signals around clone(); reset every disposition to default before unblocking.
+  // (SIG_IGN would also survive execve, and an ignored SIGCHLD would break init's reaping.)
   struct KernelSigaction {  // the kernel's layout, not glibc's struct sigaction
     void* handler;
     unsigned long flags;
@@ -185,37 +135,19 @@ void runSandboxInit(const ChildPlan& p) {
   uint64_t empty = 0;
   ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, nullptr, 8);
 
+  closeAllExcept(p.syncFd, p.errorFd, p.stdoutFd, p.stderrFd, p.initFd);
+
   for (size_t i = 0; i < p.opCount; ++i) {
     if (runOp(p.ops[i]) != 0 && !p.ops[i].bestEffort) fail(p, static_cast<int32_t>(i), errno);
   }
 
-  // The parent moves us into the sandbox's cgroup while we set up the root (on cgroup v1 the
-  // migration waits for an RCU grace period, so overlapping the two saves milliseconds); the
-  // command must not start before that is done. EOF instead of the go byte: the parent is gone.
-  char go = 0;
-  ssize_t n;
-  do {
-    n = ::read(p.syncFd, &go, 1);
-  } while (n < 0 && errno == EINTR);
-  if (n != 1) ::_exit(126);
-  ::close(p.syncFd);
-
-  // The vfork-style clone returns once the command has exec'd (or exited after reporting).
-  pid_t cmd = ::clone(commandMain, p.commandStackTop, CLONE_VM | CLONE_VFORK | SIGCHLD,
-                      const_cast<ChildPlan*>(&p));
-  if (cmd < 0) fail(p, kStepSpawn, errno);
-  // Init holds no fds: the command owns stdout/stderr, and the error pipe reaches EOF as soon as
-  // the command's copy closes at execve.
-  ::syscall(SYS_close_range, 0U, ~0U, 0);
-
-  // pid 1 of the namespace: reap everything, leave when the command leaves (the kernel then
-  // kills whatever else is left in the namespace).
-  for (;;) {
-    int status = 0;
-    pid_t r = ::wait4(-1, &status, __WALL, nullptr);
-    if (r == cmd) ::_exit(exitCodeOf(status));
-    if (r < 0 && errno != EINTR) ::_exit(127);
+  // The four fds travel into init (their numbers are in its argv); the memfd does not.
+  const int inherited[4] = {p.syncFd, p.errorFd, p.stdoutFd, p.stderrFd};
+  for (int fd : inherited) {
+    if (fd >= 0 && ::fcntl(fd, F_SETFD, 0) != 0) fail(p, kStepExecInit, errno);
   }
+  ::syscall(SYS_execveat, p.initFd, "", p.initArgv, p.initEnvp, AT_EMPTY_PATH);
+  fail(p, kStepExecInit, errno);
 }
 
 }  // namespace stratus::sandbox_internal

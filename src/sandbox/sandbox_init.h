@@ -1,15 +1,25 @@
-// Internal to the sandbox component: the code that runs in a sandbox's first process, between
-// clone() and the command's execve(), and the plan it follows.
+// Internal to the sandbox component: how a sandbox's first process comes to life.
 //
-// That process is cloned from a MULTI-THREADED worker: another thread may have held the malloc
-// lock (or any lock) at the moment of the clone, so the child must not allocate, lock, or call
-// anything but raw system calls. The parent therefore prepares everything -- every path, mount
-// option, argv/envp array, error description -- before clone() (ChildPlan), and the child only
-// walks that plan. A failure is reported to the parent as a ChildError{step, errno} on a CLOEXEC
-// pipe; the pipe reaching EOF without a record means execve() succeeded.
+// 1. The worker thread clone()s the child with CLONE_VM|CLONE_VFORK (like posix_spawn) into new
+//    pid, mount, ipc, uts and network namespaces. The child shares the worker's memory until it
+//    execs, and the worker is MULTI-THREADED: another thread may have held the malloc lock (or
+//    any lock) at the moment of the clone. So the child must not allocate, lock, or call
+//    anything but raw system calls: the parent prepares everything -- every path, mount option,
+//    argv/envp array, error description -- before clone() (ChildPlan), and the child only walks
+//    that plan (sandboxChildMain): join the cgroup, build the new root, pivot_root.
+// 2. The child then execs stratus-sandbox-init (init_main.cc), a small static binary embedded
+//    in this library and kept in a sealed memfd, so the sandbox's pid 1 does not hold a
+//    copy-on-write image of the worker (which would make the worker page-fault on every page it
+//    writes after each sandbox creation, and make pid 1 look huge to the OOM killer).
+// 3. Init waits for the parent's go byte, spawns the command (uid/gid drop, no capabilities,
+//    NO_NEW_PRIVS, chdir, execve) and reaps until it exits.
+//
+// A failure anywhere before the command's execve is reported to the parent as a
+// ChildError{step, errno} on a pipe; the pipe reaching EOF without a record means the command
+// was exec'd.
 //
 // Hardening (user namespaces, seccomp, capability bounding set) slots in as further ops before
-// pivot_root and further steps in the command's exec phase.
+// pivot_root and further steps in init's command spawn.
 #pragma once
 
 #include <sys/types.h>
@@ -29,7 +39,7 @@ enum class OpKind : uint8_t {
   kUmountDetach = 7,  // umount2(a, MNT_DETACH)
   kSetHostname = 8,   // sethostname(a)
   kLoopbackUp = 9,    // ifconfig lo up in the current network namespace
-  kWriteFile = 10,    // write data to the existing file a (procfs knobs)
+  kWriteFile = 10,    // write data to the existing file a (cgroup and procfs knobs)
 };
 
 struct ChildOp {
@@ -44,7 +54,8 @@ struct ChildOp {
   const char* what = nullptr;  // "bind-mount /usr read-only at /usr", for the error message
 };
 
-// Steps of the exec phase (in the command's process); reported as negative step numbers.
+// Steps outside the op list; reported as negative step numbers. Values are shared with the init
+// binary.
 enum ExecStep : int32_t {
   kStepSync = -1,  // never reported: the parent went away
   kStepSpawn = -2,
@@ -56,6 +67,8 @@ enum ExecStep : int32_t {
   kStepChdir = -8,
   kStepExec = -9,
   kStepOomScore = -10,
+  kStepExecInit = -11,
+  kStepInitArgs = -12,
 };
 
 struct ChildError {
@@ -67,24 +80,19 @@ static_assert(sizeof(ChildError) == 8);
 struct ChildPlan {
   const ChildOp* ops = nullptr;
   size_t opCount = 0;
-  // Exec phase.
-  char* const* argv = nullptr;
-  char* const* envp = nullptr;
-  const char* const* execPaths = nullptr;  // candidates for argv[0] (PATH search done up front)
-  const char* cwd = nullptr;
-  uid_t uid = 65534;
-  gid_t gid = 65534;
-  int stdoutFd = -1;  // -1: /dev/null
+  // The init binary (a memfd) and its argv/envp (see init_main.cc for the argv layout).
+  int initFd = -1;
+  char* const* initArgv = nullptr;
+  char* const* initEnvp = nullptr;
+  // Fds that survive into init; every other fd is closed.
+  int syncFd = -1;   // read end: the go byte arrives once the parent placed us in the cgroup
+  int errorFd = -1;  // write end: ChildError records
+  int stdoutFd = -1;
   int stderrFd = -1;
-  // Plumbing.
-  int syncFd = -1;   // read end: one byte arrives once the parent placed us in the cgroup;
-                     // read just before the command is spawned
-  int errorFd = -1;  // write end, CLOEXEC: ChildError records
-  char* commandStackTop = nullptr;  // stack for the CLONE_VM|CLONE_VFORK command spawn
 };
 
-// Runs as the sandbox's pid 1: sets up the root, spawns the command, reaps until the command
-// exits, then exits with its status (a signal becomes 128+signo, as in a shell).
-[[noreturn]] void runSandboxInit(const ChildPlan& plan);
+// clone() entry point of the sandbox's first process (CLONE_VM|CLONE_VFORK): runs the ops and
+// execs init. Never returns.
+int sandboxChildMain(void* plan);
 
 }  // namespace stratus::sandbox_internal
