@@ -330,6 +330,8 @@ def handler(event, context):
             "remaining": context.get_remaining_time_in_millis(),
             "version": context.function_version, "arn": context.invoked_function_arn,
             "logGroup": context.log_group_name, "env": os.environ.get("FROM_LOAD"),
+            "fc": [context.request_id, context.function.name, context.function.memory,
+                   context.function.handler, context.function.timeout],
             "cwd": os.getcwd()}
 )");
   Child c;
@@ -348,6 +350,7 @@ def handler(event, context):
   EXPECT_NE(r.at("arn").as_string().find(":function:myfn"), std::string::npos);
   EXPECT_EQ(r.at("logGroup").as_string(), "/aws/lambda/myfn");
   EXPECT_EQ(r.at("env").as_string(), "yes");
+  EXPECT_EQ(r.at("fc"), parse(R"(["req-1", "myfn", 256, "index.handler", 5])"));
   EXPECT_EQ(r.at("cwd").as_string(), std::filesystem::canonical(code_.path()).string());
 
   ASSERT_TRUE(c.invoke("req-2", "not json at all", f));
@@ -571,6 +574,8 @@ exports.handler = async (event, context) => ({
   memory: context.memoryLimitInMB, remaining: context.getRemainingTimeInMillis(),
   version: context.functionVersion, arn: context.invokedFunctionArn,
   logGroup: context.logGroupName, env: process.env.FROM_LOAD, cwd: process.cwd(),
+  fc: [context.requestId, context.function.name, context.function.memory,
+       context.function.handler, context.function.timeout],
   waits: context.callbackWaitsForEmptyEventLoop,
 });
 )");
@@ -590,6 +595,7 @@ exports.handler = async (event, context) => ({
   EXPECT_NE(r.at("arn").as_string().find(":function:myfn"), std::string::npos);
   EXPECT_EQ(r.at("logGroup").as_string(), "/aws/lambda/myfn");
   EXPECT_EQ(r.at("env").as_string(), "node-yes");
+  EXPECT_EQ(r.at("fc"), parse(R"(["req-n1", "myfn", 256, "index.handler", 5])"));
   EXPECT_EQ(r.at("cwd").as_string(), std::filesystem::canonical(code_.path()).string());
   EXPECT_TRUE(r.at("waits").as_bool());
 

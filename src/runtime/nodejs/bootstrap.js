@@ -20,7 +20,7 @@ const MAX_BODY = 64 << 20;
 let sock = null;
 let handler = null;
 let initError = null;
-const fn = { name: '', memory: '128', arn: '', group: '', stream: '' };
+const fn = { name: '', memory: '128', arn: '', group: '', stream: '', fc: {} };
 
 function fatal(msg) {
   try {
@@ -257,6 +257,11 @@ async function load(meta) {
       `${String(d.getUTCDate()).padStart(2, '0')}`;
   fn.stream = `${ymd}/[$LATEST]${process.pid.toString(16).padStart(8, '0')}` +
       `${Math.floor(Date.now() / 1000).toString(16)}`;
+  // context.function, as Function Compute's node runtime spells it.
+  fn.fc = Object.freeze({
+    name: fn.name, handler: meta.handler || '', memory: Number(fn.memory),
+    timeout: meta.timeoutSec || 3, initializer: meta.initializer || '',
+  });
   const timeoutSec = meta.initializationTimeoutSec || meta.timeoutSec || 3;
 
   try {
@@ -286,6 +291,7 @@ function makeContext(requestId, deadlineMs, meta) {
   const ctx = {
     awsRequestId: requestId,
     requestId,  // Function Compute spelling
+    function: fn.fc,  // Function Compute: context.function.name / handler / memory / timeout
     functionName: meta.functionName || fn.name,
     functionVersion: '$LATEST',
     memoryLimitInMB: meta.memoryMb ? String(meta.memoryMb) : fn.memory,

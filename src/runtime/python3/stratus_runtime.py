@@ -125,7 +125,16 @@ def _fatal(msg):
 
 # ---- Lambda context ----------------------------------------------------------------------------
 
-_fn = {"name": "", "memory": "128", "arn": "", "group": "", "stream": ""}
+_fn = {"name": "", "memory": "128", "arn": "", "group": "", "stream": "", "fc": None}
+
+
+class FunctionMeta:
+    """context.function, as Function Compute's python runtime spells it."""
+    __slots__ = ("name", "handler", "memory", "timeout", "initializer")
+
+    def __init__(self, name, handler, memory, timeout, initializer):
+        self.name, self.handler, self.memory = name, handler, memory
+        self.timeout, self.initializer = timeout, initializer
 
 
 class LambdaContext:
@@ -149,6 +158,10 @@ class LambdaContext:
     @property
     def request_id(self):  # Function Compute spelling
         return self.aws_request_id
+
+    @property
+    def function(self):  # Function Compute: context.function.name / .handler / .memory / .timeout
+        return _fn["fc"]
 
     def get_remaining_time_in_millis(self):
         return max(0, int(self._deadline_ms - time.time() * 1000))
@@ -263,6 +276,8 @@ def _load(meta):
     _fn["group"] = "/aws/lambda/" + name
     _fn["stream"] = time.strftime("%Y/%m/%d", time.gmtime()) + "/[$LATEST]%08x%08x" % (
         os.getpid(), int(time.time()))
+    _fn["fc"] = FunctionMeta(name, meta.get("handler") or "", int(_fn["memory"]),
+                             int(meta.get("timeoutSec") or 3), meta.get("initializer") or "")
     timeout_sec = meta.get("initializationTimeoutSec") or meta.get("timeoutSec") or 3
     _inline = meta.get("instanceConcurrency") == 1
 
