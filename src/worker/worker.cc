@@ -1003,6 +1003,15 @@ class Worker::Impl {
       r.status = Status(Code::kFailedPrecondition, "instance " + id + " is not ready yet");
       return done(std::move(r));
     }
+    // The scheduler keeps within instanceConcurrency; this guards the instance if it does not
+    // (a runtime asked for more parallel calls than it was sized for may exhaust its pids limit).
+    if (inst->calls.size() >= static_cast<size_t>(std::max(1, inst->fn.instanceConcurrency))) {
+      r.status = Status(Code::kResourceExhausted,
+                        "instance " + id + " already runs " + std::to_string(inst->calls.size()) +
+                            " calls (instanceConcurrency " +
+                            std::to_string(inst->fn.instanceConcurrency) + ")");
+      return done(std::move(r));
+    }
     if (req.requestId.empty()) req.requestId = newRequestId();
     const std::string rid = req.requestId;
     if (inst->calls.count(rid) != 0) {

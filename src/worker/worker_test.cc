@@ -291,6 +291,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", 9000), H).serve_forever()
 TEST_F(WorkerTest, CustomRuntimeHttp) {
   FunctionSpec fn = makeFn("custom", "");
   fn.initializer = "init";
+  fn.instanceConcurrency = 4;
   auto code = writeCode({{"bootstrap", kCustomServer}}, 0755);
   const auto t0 = std::chrono::steady_clock::now();
   auto ready = start("custom-1", fn, code);
@@ -619,6 +620,62 @@ def handler(event, context):
     EXPECT_NE(r.logTail.find(tag + "-1999"), std::string::npos) << r.logTail.substr(0, 200);
     EXPECT_EQ(r.logTail.find(tag + "-1900"), std::string::npos);
   }
+}
+
+TEST_F(WorkerTest, LargePayloadsAndManyCallsInFlight) {
+  FunctionSpec fn = makeFn("python3");
+  fn.instanceConcurrency = 8;
+  auto code = writeCode({{"index.py", R"(
+def handler(event, context):
+    return {"n": event["n"], "len": len(event["data"]), "data": event["data"]}
+)"}});
+  ASSERT_TRUE(start("py-big", fn, code).isOk());
+  // 4 MB each way: far beyond the socket buffer, so writes go through EPOLLOUT.
+  const std::string big(4 << 20, 'z');
+  auto r = invoke("py-big", R"({"n": 0, "data": ")" + big + R"("})");
+  ASSERT_TRUE(r.status.isOk()) << r.status.toString();
+  auto body = parseObject(r.body);
+  ASSERT_EQ(r.functionError, FunctionErrorKind::kNone) << r.body.substr(0, 500);
+  EXPECT_EQ(body["len"].to_number<int64_t>(), 4 << 20);
+  EXPECT_EQ(str(body, "data"), big);
+  // Many calls multiplexed on one connection, each answered with its own result; at most
+  // instanceConcurrency in flight, as the scheduler would send them.
+  for (int round = 0; round < 25; ++round) {
+    std::vector<std::future<InvokeResult>> calls;
+    for (int k = 0; k < 8; ++k) {
+      const int i = round * 8 + k;
+      calls.push_back(invokeAsync("py-big", R"({"n": )" + std::to_string(i) + R"(, "data": ")" +
+                                                std::string(i * 100, 'a') + R"("})"));
+    }
+    for (int k = 0; k < 8; ++k) {
+      const int i = round * 8 + k;
+      ASSERT_EQ(calls[k].wait_for(60s), std::future_status::ready);
+      auto ri = calls[k].get();
+      ASSERT_TRUE(ri.status.isOk()) << ri.status.toString();
+      ASSERT_EQ(ri.functionError, FunctionErrorKind::kNone) << ri.body.substr(0, 500);
+      auto bi = parseObject(ri.body);
+      EXPECT_EQ(bi["n"].to_number<int64_t>(), i);
+      EXPECT_EQ(bi["len"].to_number<int64_t>(), i * 100);
+    }
+  }
+}
+
+TEST_F(WorkerTest, CallsBeyondInstanceConcurrencyAreRefused) {
+  FunctionSpec fn = makeFn("python3");
+  fn.instanceConcurrency = 2;
+  auto code = writeCode(
+      {{"index.py", "import time\ndef handler(e, c):\n    time.sleep(2)\n    return 1\n"}});
+  ASSERT_TRUE(start("py-limit", fn, code).isOk());
+  auto a = invokeAsync("py-limit", "{}");
+  auto b = invokeAsync("py-limit", "{}");
+  auto c = invoke("py-limit", "{}");  // both slots are busy for 2 s
+  EXPECT_EQ(c.status.code(), Code::kResourceExhausted) << c.status.toString();
+  EXPECT_FALSE(c.instanceLost);
+  EXPECT_TRUE(a.get().status.isOk());
+  EXPECT_TRUE(b.get().status.isOk());
+  auto d = invoke("py-limit", "{}");  // slots free again
+  EXPECT_TRUE(d.status.isOk());
+  EXPECT_EQ(d.functionError, FunctionErrorKind::kNone);
 }
 
 size_t openFdCount() {
