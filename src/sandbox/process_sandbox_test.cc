@@ -23,6 +23,7 @@
 #include <chrono>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -210,6 +211,9 @@ for d in ['/', '/usr', '/code', '/tmp', '/etc', '/dev', '/dev/shm']:
 r['code'] = sorted(os.listdir('/code'))
 r['hello'] = open('/code/hello.txt').read()
 r['shadow'] = os.path.exists('/etc/shadow')
+r['etc'] = sorted(os.listdir('/etc'))
+r['dev'] = sorted(os.listdir('/dev'))
+r['root'] = sorted(os.listdir('/'))
 r['passwd'] = os.path.exists('/etc/passwd')
 r['hostname'] = socket.gethostname()
 r['ifaces'] = sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:])
@@ -276,6 +280,24 @@ TEST_F(ProcessSandboxTest, IsolatedView) {
   EXPECT_EQ(o["code"].as_array().size(), 2u);
   EXPECT_EQ(o["hello"].as_string(), "hi from code");
   EXPECT_FALSE(o["shadow"].as_bool());
+  // Only the allow-listed /etc entries (those the host has), a minimal /dev, and nothing else at
+  // the top level.
+  const std::set<std::string> etcAllowed = {
+      "passwd",      "group",     "hosts", "resolv.conf",     "nsswitch.conf",
+      "ld.so.cache", "localtime", "ssl",   "ca-certificates", "alternatives"};
+  for (auto& e : o["etc"].as_array()) {
+    EXPECT_TRUE(etcAllowed.count(std::string(e.as_string()))) << "/etc/" << e.as_string();
+  }
+  const std::set<std::string> devExpected = {"full", "null",  "random", "tty",    "urandom", "zero",
+                                             "fd",   "stdin", "stdout", "stderr", "shm"};
+  std::set<std::string> dev;
+  for (auto& e : o["dev"].as_array()) dev.insert(std::string(e.as_string()));
+  EXPECT_EQ(dev, devExpected);
+  const std::set<std::string> rootAllowed = {"bin", "sbin", "lib",  "lib32", "lib64", "libx32",
+                                             "usr", "etc",  "code", "tmp",   "proc",  "dev"};
+  for (auto& e : o["root"].as_array()) {
+    EXPECT_TRUE(rootAllowed.count(std::string(e.as_string()))) << "/" << e.as_string();
+  }
   EXPECT_TRUE(o["passwd"].as_bool());
   EXPECT_EQ(o["hostname"].as_string(), s.id);
   ASSERT_EQ(o["ifaces"].as_array().size(), 1u);
