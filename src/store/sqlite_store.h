@@ -1,6 +1,7 @@
 // SqliteStore: MetadataStore on an SQLite database file in WAL mode (embedded default).
 // Survives kill -9: every mutation is a committed transaction before the call returns.
-// Thread-safe: one connection guarded by a mutex (metadata calls are rare and short).
+// Thread-safe: one connection guarded by a mutex (metadata calls are rare and short; the async
+// queue adds a few short transactions per task).
 #pragma once
 
 #include <filesystem>
@@ -30,6 +31,29 @@ class SqliteStore final : public MetadataStore {
   Status deleteFunction(const std::string& tenant, const std::string& name) override;
   Status putApiKey(const ApiKey& key) override;
   Result<ApiKey> findApiKey(const std::string& keySha256) override;
+  Status createTenant(const Tenant& t) override;
+  Result<Tenant> getTenant(const std::string& name) override;
+  Result<std::vector<Tenant>> listTenants() override;
+  Status updateTenant(const Tenant& t) override;
+  Result<std::vector<FunctionSpec>> deleteTenant(const std::string& name) override;
+  Result<std::string> getAsyncConfig(const std::string& tenant,
+                                     const std::string& function) override;
+  Status putAsyncConfig(const std::string& tenant, const std::string& function,
+                        const std::string& configJson) override;
+  Status deleteAsyncConfig(const std::string& tenant, const std::string& function) override;
+  Status enqueueAsyncTask(const AsyncTask& task) override;
+  Result<AsyncTask> getAsyncTask(const std::string& tenant, const std::string& function,
+                                 const std::string& id) override;
+  Result<std::vector<AsyncTask>> listAsyncTasks(const std::string& tenant,
+                                                const std::string& function,
+                                                std::optional<AsyncTaskStatus> status,
+                                                int limit) override;
+  Result<std::vector<AsyncTask>> claimDueAsyncTasks(int64_t nowMs, int limit) override;
+  Status updateAsyncTask(const AsyncTask& task) override;
+  Result<int64_t> requeueRunningAsyncTasks(int64_t nowMs) override;
+  Result<std::optional<int64_t>> nextAsyncTaskDueMs() override;
+  Result<int64_t> countPendingAsyncTasks(const std::string& tenant,
+                                         const std::string& function) override;
 
  private:
   explicit SqliteStore(sqlite3* db) : db_(db) {}

@@ -1,6 +1,7 @@
 #include "store/sqlite_store.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -317,6 +318,202 @@ TEST_F(SqliteStoreTest, ConcurrentUseFromThreads) {
   ASSERT_TRUE(all.isOk());
   EXPECT_EQ(all->size(), static_cast<size_t>(kThreads * (kPerThread / 2)));  // odd i kept
   for (const auto& f : *all) EXPECT_EQ(f.revision, 2);
+}
+
+// ---- tenants ----
+
+TEST(TenantQuotaJsonTest, RoundTripAndRanges) {
+  TenantQuota q;
+  q.requestsPerSecond = 2.5;
+  q.burst = 10;
+  q.functionRequestsPerSecond = 1;
+  q.maxConcurrentInstances = 3;
+  q.maxFunctions = 4;
+  q.maxTotalMemoryMb = 1024;
+  auto back = tenantQuotaFromJson(tenantQuotaToJson(q));
+  ASSERT_TRUE(back.isOk()) << back.status().toString();
+  EXPECT_EQ(back->requestsPerSecond, 2.5);
+  EXPECT_EQ(back->burst, 10);
+  EXPECT_EQ(back->functionRequestsPerSecond, 1);
+  EXPECT_EQ(back->maxConcurrentInstances, 3);
+  EXPECT_EQ(back->maxFunctions, 4);
+  EXPECT_EQ(back->maxTotalMemoryMb, 1024);
+  // Partial JSON applies onto the base.
+  auto partial = tenantQuotaFromJson(R"({"maxFunctions": 9})", q);
+  ASSERT_TRUE(partial.isOk());
+  EXPECT_EQ(partial->maxFunctions, 9);
+  EXPECT_EQ(partial->burst, 10);
+  EXPECT_FALSE(tenantQuotaFromJson(R"({"maxFunctions": -1})").isOk());
+  EXPECT_FALSE(tenantQuotaFromJson(R"({"maxFunctions": 1.5})").isOk());
+  EXPECT_FALSE(tenantQuotaFromJson(R"({"requestsPerSecond": "10"})").isOk());
+  EXPECT_FALSE(tenantQuotaFromJson(R"([1])").isOk());
+}
+
+TEST_F(SqliteStoreTest, TenantsCrud) {
+  auto db = open();
+  Tenant t{"acme", {}, ""};
+  t.quota.requestsPerSecond = 5;
+  ASSERT_TRUE(db->createTenant(t).isOk());
+  EXPECT_EQ(db->createTenant(t).code(), Code::kAlreadyExists);
+  ASSERT_TRUE(db->createTenant(Tenant{"beta", {}, ""}).isOk());
+  auto got = db->getTenant("acme");
+  ASSERT_TRUE(got.isOk());
+  EXPECT_EQ(got->quota.requestsPerSecond, 5);
+  EXPECT_FALSE(got->createdTime.empty());
+  t.quota.maxFunctions = 2;
+  ASSERT_TRUE(db->updateTenant(t).isOk());
+  EXPECT_EQ(db->getTenant("acme")->quota.maxFunctions, 2);
+  EXPECT_EQ(db->updateTenant(Tenant{"nope", {}, ""}).code(), Code::kNotFound);
+  auto all = db->listTenants();
+  ASSERT_TRUE(all.isOk());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].name, "acme");
+  EXPECT_EQ(db->getTenant("nope").status().code(), Code::kNotFound);
+}
+
+TEST_F(SqliteStoreTest, DeleteTenantRemovesEverythingOfItsOwnOnly) {
+  auto db = open();
+  ASSERT_TRUE(db->createTenant(Tenant{"acme", {}, ""}).isOk());
+  ASSERT_TRUE(db->createTenant(Tenant{"beta", {}, ""}).isOk());
+  ASSERT_TRUE(db->createFunction(spec("acme", "f1")).isOk());
+  ASSERT_TRUE(db->createFunction(spec("acme", "f2")).isOk());
+  ASSERT_TRUE(db->createFunction(spec("beta", "f1")).isOk());
+  ASSERT_TRUE(db->putApiKey(ApiKey{"h-acme", "acme", false, ""}).isOk());
+  ASSERT_TRUE(db->putApiKey(ApiKey{"h-beta", "beta", false, ""}).isOk());
+  ASSERT_TRUE(db->putAsyncConfig("acme", "f1", "{}").isOk());
+  AsyncTask task;
+  task.tenant = "acme";
+  task.function = "f1";
+  task.id = "t1";
+  ASSERT_TRUE(db->enqueueAsyncTask(task).isOk());
+  task.tenant = "beta";
+  ASSERT_TRUE(db->enqueueAsyncTask(task).isOk());
+
+  auto gone = db->deleteTenant("acme");
+  ASSERT_TRUE(gone.isOk()) << gone.status().toString();
+  ASSERT_EQ(gone->size(), 2u);
+  EXPECT_EQ((*gone)[0].name, "f1");
+  EXPECT_EQ(db->getTenant("acme").status().code(), Code::kNotFound);
+  EXPECT_TRUE(db->listFunctions("acme")->empty());
+  EXPECT_EQ(db->findApiKey("h-acme").status().code(), Code::kNotFound);
+  EXPECT_EQ(db->getAsyncConfig("acme", "f1").status().code(), Code::kNotFound);
+  EXPECT_EQ(db->getAsyncTask("acme", "f1", "t1").status().code(), Code::kNotFound);
+  // The other tenant is untouched.
+  EXPECT_EQ(db->listFunctions("beta")->size(), 1u);
+  EXPECT_TRUE(db->findApiKey("h-beta").isOk());
+  EXPECT_TRUE(db->getAsyncTask("beta", "f1", "t1").isOk());
+  EXPECT_EQ(db->deleteTenant("acme").status().code(), Code::kNotFound);
+}
+
+// ---- async ----
+
+TEST_F(SqliteStoreTest, AsyncConfigFollowsTheFunction) {
+  auto db = open();
+  ASSERT_TRUE(db->createFunction(spec("t", "f")).isOk());
+  EXPECT_EQ(db->getAsyncConfig("t", "f").status().code(), Code::kNotFound);
+  ASSERT_TRUE(db->putAsyncConfig("t", "f", R"({"maxAsyncRetryAttempts":1})").isOk());
+  EXPECT_EQ(*db->getAsyncConfig("t", "f"), R"({"maxAsyncRetryAttempts":1})");
+  ASSERT_TRUE(db->putAsyncConfig("t", "f", R"({"maxAsyncRetryAttempts":2})").isOk());
+  EXPECT_EQ(*db->getAsyncConfig("t", "f"), R"({"maxAsyncRetryAttempts":2})");
+  ASSERT_TRUE(db->deleteFunction("t", "f").isOk());
+  EXPECT_EQ(db->getAsyncConfig("t", "f").status().code(), Code::kNotFound);
+  EXPECT_EQ(db->deleteAsyncConfig("t", "f").code(), Code::kNotFound);
+}
+
+TEST_F(SqliteStoreTest, AsyncTaskLifecycle) {
+  auto db = open();
+  AsyncTask a;
+  a.tenant = "t";
+  a.function = "f";
+  a.id = "a";
+  a.payload = std::string("bin\0ary", 7);
+  a.createdMs = 1000;
+  a.nextAttemptMs = 1000;
+  AsyncTask b = a;
+  b.id = "b";
+  b.createdMs = 1001;
+  b.nextAttemptMs = 5000;
+  ASSERT_TRUE(db->enqueueAsyncTask(a).isOk());
+  ASSERT_TRUE(db->enqueueAsyncTask(b).isOk());
+  EXPECT_EQ(db->enqueueAsyncTask(a).code(), Code::kAlreadyExists);
+  EXPECT_EQ(*db->countPendingAsyncTasks("t", "f"), 2);
+  EXPECT_EQ(**db->nextAsyncTaskDueMs(), 1000);
+
+  // Only due tasks are claimed, once.
+  auto claimed = db->claimDueAsyncTasks(2000, 10);
+  ASSERT_TRUE(claimed.isOk()) << claimed.status().toString();
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].id, "a");
+  EXPECT_EQ((*claimed)[0].attempts, 1);
+  EXPECT_EQ((*claimed)[0].status, AsyncTaskStatus::kRunning);
+  EXPECT_EQ((*claimed)[0].payload, a.payload);
+  EXPECT_TRUE(db->claimDueAsyncTasks(2000, 10)->empty());
+  EXPECT_EQ(db->getAsyncTask("t", "f", "a")->status, AsyncTaskStatus::kRunning);
+
+  // A crash: the running task is requeued and its interrupted attempt not counted.
+  EXPECT_EQ(*db->requeueRunningAsyncTasks(3000), 1);
+  auto again = db->getAsyncTask("t", "f", "a");
+  EXPECT_EQ(again->status, AsyncTaskStatus::kEnqueued);
+  EXPECT_EQ(again->attempts, 0);
+  EXPECT_EQ(again->nextAttemptMs, 3000);
+
+  claimed = db->claimDueAsyncTasks(6000, 10);
+  ASSERT_EQ(claimed->size(), 2u);
+  AsyncTask done = (*claimed)[0];
+  done.status = AsyncTaskStatus::kSucceeded;
+  done.result = "{\"ok\":1}";
+  done.updatedMs = 6001;
+  ASSERT_TRUE(db->updateAsyncTask(done).isOk());
+  AsyncTask failed = (*claimed)[1];
+  failed.status = AsyncTaskStatus::kFailed;
+  failed.lastError = "{\"errorType\":\"X\"}";
+  ASSERT_TRUE(db->updateAsyncTask(failed).isOk());
+  EXPECT_EQ(*db->countPendingAsyncTasks("t", "f"), 0);
+  EXPECT_FALSE(db->nextAsyncTaskDueMs()->has_value());
+
+  auto onlyFailed = db->listAsyncTasks("t", "f", AsyncTaskStatus::kFailed, 10);
+  ASSERT_EQ(onlyFailed->size(), 1u);
+  EXPECT_EQ((*onlyFailed)[0].lastError, failed.lastError);
+  auto all = db->listAsyncTasks("t", "f", std::nullopt, 10);
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].id, "b");  // newest first
+  EXPECT_TRUE(db->listAsyncTasks("other", "f", std::nullopt, 10)->empty());
+}
+
+TEST_F(SqliteStoreTest, AcceptedAsyncTaskSurvivesProcessKill) {
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto s = SqliteStore::open(file_);
+    if (!s.isOk()) _exit(2);
+    AsyncTask t;
+    t.tenant = "t";
+    t.function = "f";
+    t.id = "durable";
+    if (!(*s)->enqueueAsyncTask(t).isOk()) _exit(3);
+    ::kill(getpid(), SIGKILL);
+  }
+  int st = 0;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(st)) << "child exited with " << WEXITSTATUS(st);
+  auto db = open();
+  EXPECT_TRUE(db->getAsyncTask("t", "f", "durable").isOk());
+}
+
+TEST_F(SqliteStoreTest, UpgradesVersionOneDatabase) {
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(file_.c_str(), &raw), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(raw,
+                           "CREATE TABLE schema_version(version INTEGER NOT NULL);"
+                           "INSERT INTO schema_version VALUES(1);",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(raw);
+  }
+  auto db = open();
+  ASSERT_NE(db, nullptr);
+  EXPECT_TRUE(db->createTenant(Tenant{"acme", {}, ""}).isOk());
 }
 
 }  // namespace
