@@ -10,8 +10,15 @@ namespace {
 std::string functionKey(const FunctionSpec& fn) { return fn.tenant + "/" + fn.name; }
 
 FunctionRef refOf(const FunctionSpec& fn) {
-  return FunctionRef{functionKey(fn), fn.revision, fn.instanceConcurrency, fn.maxInstances,
-                     fn.memoryMb};
+  FunctionRef ref;
+  ref.key = functionKey(fn);
+  ref.revision = fn.revision;
+  ref.concurrency = fn.instanceConcurrency;
+  ref.maxInstances = fn.maxInstances;
+  ref.memoryMb = fn.memoryMb;
+  ref.tenant = fn.tenant;
+  ref.runtime = fn.runtime;
+  return ref;
 }
 
 }  // namespace
@@ -20,7 +27,8 @@ LocalInvoker::LocalInvoker(Worker& worker, CodeCache& code, const Clock& clock,
                            SchedulerOptions options)
     : worker_(worker),
       code_(code),
-      scheduler_(std::make_unique<Scheduler>(static_cast<InstanceLauncher&>(*this), clock, options)) {
+      scheduler_(
+          std::make_unique<Scheduler>(static_cast<InstanceLauncher&>(*this), clock, options)) {
   worker_.setInstanceLostHandler([this](const std::string& id, const Status& cause) {
     SLOG_INFO("instance {} lost: {}", id, cause.toString());
     scheduler_->instanceLost(id);
@@ -35,8 +43,8 @@ void LocalInvoker::invoke(const FunctionSpec& fn, InvokeRequest req, InvokeCallb
     auto& latest = specs_[functionKey(fn)];
     if (latest.revision <= fn.revision || latest.name.empty()) latest = fn;
   }
-  scheduler_->acquire(refOf(fn), [this, req = std::move(req), done = std::move(done)](
-                                     Result<Lease> lease) mutable {
+  scheduler_->acquire(refOf(fn), [this, req = std::move(req),
+                                  done = std::move(done)](Result<Lease> lease) mutable {
     if (!lease.isOk()) {
       InvokeResult r;
       if (lease.status().code() == Code::kFailedPrecondition) {

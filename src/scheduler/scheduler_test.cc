@@ -43,7 +43,12 @@ class SchedulerTest : public ::testing::Test {
     return o;
   }
   static FunctionRef fn(int concurrency = 1, int maxInstances = 100, int64_t revision = 1) {
-    return FunctionRef{"t/f", revision, concurrency, maxInstances, 128};
+    FunctionRef ref;
+    ref.key = "t/f";
+    ref.revision = revision;
+    ref.concurrency = concurrency;
+    ref.maxInstances = maxInstances;
+    return ref;
   }
   std::shared_ptr<Outcome> acquire(const FunctionRef& ref) {
     auto out = std::make_shared<Outcome>();
