@@ -23,6 +23,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "sandbox/code_mount.h"
 #include "sandbox/init_image.h"
 #include "sandbox/sandbox_init.h"
 
@@ -275,6 +276,27 @@ class ProcessSandbox final : public Sandbox {
     return sock;
   }
 
+  Status attachCode(const fs::path& codeDir) override {
+    if (codeAttached_) {
+      return Status(Code::kFailedPrecondition, "sandbox " + id_ + " already has its code");
+    }
+    if (reaped_ || pid_ <= 0) {
+      return Status(Code::kFailedPrecondition, "sandbox " + id_ + " has exited");
+    }
+    if (hostKind(codeDir.string(), true) != HostKind::kDir) {
+      return invalidArgument("sandbox " + id_ + ": code " + codeDir.string() +
+                             " is not a directory");
+    }
+    // Safe against pid reuse for the same reason as connectTcp: pid_ is not reaped yet.
+    std::string path = "/proc/" + std::to_string(pid_) + "/ns/mnt";
+    UniqueFd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns) return Status::fromErrno(errno, "open " + path);
+    Status st = attachDirectoryReadOnly(ns.get(), codeDir, "/code");
+    if (!st.isOk()) return st.withContext("attach code to sandbox " + id_);
+    codeAttached_ = true;
+    return st;
+  }
+
   // Set up by ProcessSandboxBackend::create().
   std::string id_;
   fs::path stateDir_;  // <stateDir>/<id>, removed by the destructor
@@ -284,6 +306,7 @@ class ProcessSandbox final : public Sandbox {
   bool reaped_ = false;
   std::optional<ExitInfo> exit_;
   UniqueFd netns_;
+  bool codeAttached_ = false;
 };
 
 // Everything a child needs, alive in the parent until clone() has copied it.

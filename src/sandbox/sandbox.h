@@ -92,6 +92,14 @@ class Sandbox {
   // giving the sandbox any host networking (the socket is created inside its netns).
   // Non-blocking connect: the returned fd may still be connecting (EINPROGRESS semantics).
   virtual Result<UniqueFd> connectTcp(uint16_t port) = 0;
+  // Delayed code mount (issue 4): mounts host directory codeDir read-only at /code of the
+  // running sandbox, which was created with an empty /code (spec.codeDir empty). Once per
+  // sandbox. Backends that cannot do it return kFailedPrecondition (the worker then starts
+  // instances with their code from the beginning).
+  virtual Status attachCode(const std::filesystem::path& codeDir) {
+    (void)codeDir;
+    return Status(Code::kFailedPrecondition, "this sandbox backend cannot attach code late");
+  }
 };
 
 class SandboxBackend {
