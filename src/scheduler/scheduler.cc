@@ -771,10 +771,12 @@ class Scheduler::Impl {
     Function& fs = functions_[f];
     if (fs.queueTimerAt > now) return;  // a later one replaced it
     fs.queueTimerAt = TimePoint::max();
+    bool expired = false;
     while (!fs.queue.empty() && now - fs.queue.front().enqueued >= options_.maxQueueWait) {
       auto done = std::move(fs.queue.front().done);
       fs.queue.pop_front();
       ++counters_.queueTimeouts;
+      expired = true;
       int64_t waitedMs = toMillis(options_.maxQueueWait);
       actions.push_back([done = std::move(done), waitedMs, key = fs.ref.key] {
         done(Status(Code::kResourceExhausted, "no instance of " + key +
@@ -784,7 +786,7 @@ class Scheduler::Impl {
     }
     scaleLocked(f, now, actions);
     armQueueTimerLocked(f, now);
-    if (!fs.active() && fs.idleSince < now) becomeIdleLocked(f, now, actions);
+    if (expired && !fs.active()) becomeIdleLocked(f, now, actions);
   }
 
   void failQueueLocked(Function& fs, const Status& status, Actions& actions) {

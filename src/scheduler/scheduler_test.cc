@@ -18,10 +18,15 @@ class FakeLauncher : public InstanceLauncher {
     std::string id;
     FunctionRef fn;
     std::function<void(Result<int64_t>)> ready;
+    std::string host;
   };
   void launch(const std::string& id, const FunctionRef& fn,
               std::function<void(Result<int64_t>)> ready) override {
-    launches.push_back({id, fn, std::move(ready)});
+    launches.push_back({id, fn, std::move(ready), ""});
+  }
+  void launchOn(const std::string& host, const std::string& id, const FunctionRef& fn,
+                std::function<void(Result<int64_t>)> ready) override {
+    launches.push_back({id, fn, std::move(ready), host});
   }
   void stop(const std::string& id) override { stopped.push_back(id); }
 
@@ -35,9 +40,10 @@ struct Outcome {
 
 class SchedulerTest : public ::testing::Test {
  protected:
-  SchedulerTest() : scheduler_(launcher_, clock_, options()) {}
+  explicit SchedulerTest(SchedulerOptions o = options()) : scheduler_(launcher_, clock_, o) {}
   static SchedulerOptions options() {
     SchedulerOptions o;
+    o.scale = ScalePolicy::kNaive;  // the first version's behaviour
     o.keepAlive = std::chrono::seconds(60);
     o.maxQueueWait = std::chrono::seconds(5);
     return o;
@@ -232,6 +238,259 @@ TEST_F(SchedulerTest, ShutdownAbortsQueuedCallsAndStopsInstances) {
   auto c = acquire(fn());
   ASSERT_TRUE(c->result.has_value());
   EXPECT_EQ(c->result->status().code(), Code::kAborted);
+}
+
+// ---- the policies added by the scheduler issue ----
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+SchedulerOptions qosOptions() {
+  SchedulerOptions o;
+  o.keepAlive = seconds(60);
+  o.maxQueueWait = seconds(5);
+  o.scale = ScalePolicy::kQueueOrScale;
+  o.defaultColdStart = milliseconds(100);
+  o.deterministicIds = true;
+  return o;
+}
+
+class QueueOrScaleTest : public SchedulerTest {
+ protected:
+  QueueOrScaleTest() : SchedulerTest(qosOptions()) {}
+  // One instance, started in 100 ms, that has served one 10 ms call: the estimates are known.
+  void warmUp() {
+    auto a = acquire(fn());
+    clock_.advance(milliseconds(100));
+    launcher_.launches[0].ready(int64_t{100000});
+    clock_.advance(milliseconds(10));
+    scheduler_.release(**a->result, true);
+  }
+};
+
+TEST_F(QueueOrScaleTest, EstimatesAreMeasured) {
+  warmUp();
+  auto e = scheduler_.estimates("t/f");
+  EXPECT_DOUBLE_EQ(e.coldStartUs, 100000);
+  EXPECT_DOUBLE_EQ(e.execUs, 10000);
+}
+
+TEST_F(QueueOrScaleTest, WaitsForABusySlotThatFreesSoonerThanAColdStart) {
+  warmUp();
+  auto b = acquire(fn());
+  ASSERT_TRUE(b->result.has_value());
+  clock_.advance(milliseconds(1));
+  auto c = acquire(fn());  // the only instance is busy for ~9 ms more; a start takes 100 ms
+  EXPECT_EQ(launcher_.launches.size(), 1u);
+  EXPECT_FALSE(c->result.has_value());
+  EXPECT_EQ(scheduler_.stats().startsDeferred, 1);
+  clock_.advance(milliseconds(8));
+  scheduler_.release(**b->result, true);
+  ASSERT_TRUE(c->result.has_value() && c->result->isOk());
+  EXPECT_FALSE((*c->result)->coldStart);
+  EXPECT_EQ((*c->result)->instanceId, launcher_.launches[0].id);
+}
+
+TEST_F(SchedulerTest, NaiveStartsAnInstanceForTheSameMomentaryBacklog) {
+  auto a = acquire(fn());
+  clock_.advance(milliseconds(100));
+  launcher_.launches[0].ready(int64_t{100000});
+  clock_.advance(milliseconds(10));
+  scheduler_.release(**a->result, true);
+  auto b = acquire(fn());
+  clock_.advance(milliseconds(1));
+  auto c = acquire(fn());
+  EXPECT_EQ(launcher_.launches.size(), 2u);  // the seed's scenario 2: twice the containers
+}
+
+TEST_F(QueueOrScaleTest, ABacklogLongerThanAColdStartScalesOut) {
+  warmUp();
+  auto b = acquire(fn());
+  std::vector<std::shared_ptr<Outcome>> waiting;
+  // 10 queued calls x 10 ms on one slot = 100 ms: the tenth would wait as long as a start.
+  for (int i = 0; i < 10; ++i) waiting.push_back(acquire(fn()));
+  EXPECT_EQ(launcher_.launches.size(), 1u);
+  waiting.push_back(acquire(fn()));
+  EXPECT_EQ(launcher_.launches.size(), 2u);
+}
+
+TEST_F(QueueOrScaleTest, AWrongPredictionStartsAnInstanceAfterAColdStartEstimate) {
+  warmUp();
+  auto b = acquire(fn());
+  clock_.advance(milliseconds(1));
+  TimePoint queuedAt = clock_.now();
+  auto c = acquire(fn());
+  EXPECT_EQ(launcher_.launches.size(), 1u);
+  // The call in b hangs. The scheduler re-evaluates when c has waited a cold start.
+  EXPECT_EQ(scheduler_.nextTimer(), queuedAt + milliseconds(100));
+  clock_.advance(milliseconds(99));
+  scheduler_.tick();
+  EXPECT_EQ(launcher_.launches.size(), 1u);
+  clock_.advance(milliseconds(1));
+  scheduler_.tick();
+  ASSERT_EQ(launcher_.launches.size(), 2u);
+  launcher_.launches[1].ready(int64_t{1});
+  ASSERT_TRUE(c->result.has_value() && c->result->isOk());
+  EXPECT_TRUE((*c->result)->coldStart);
+}
+
+TEST_F(QueueOrScaleTest, ConcurrentStartsPerFunctionAreBounded) {
+  SchedulerOptions o = qosOptions();
+  o.maxConcurrentStarts = 3;
+  Scheduler bounded(launcher_, clock_, o);
+  FunctionRef ref = fn();
+  for (int i = 0; i < 10; ++i) bounded.acquire(ref, [](Result<Lease>) {});
+  EXPECT_EQ(launcher_.launches.size(), 3u);
+  // One start completes: the bound lets one more begin for the calls still uncovered.
+  launcher_.launches[0].ready(int64_t{1});
+  EXPECT_EQ(launcher_.launches.size(), 4u);
+}
+
+TEST_F(QueueOrScaleTest, ParallelCallsOfANewFunctionStillGetOneInstanceEach) {
+  // Nothing is known about the function yet, so nothing argues for waiting (the e2e contract).
+  std::vector<std::shared_ptr<Outcome>> calls;
+  for (int i = 0; i < 4; ++i) calls.push_back(acquire(fn()));
+  EXPECT_EQ(launcher_.launches.size(), 4u);
+}
+
+TEST_F(QueueOrScaleTest, MinInstancesAreStartedKeptAndRestored) {
+  FunctionRef ref = fn();
+  ref.minInstances = 2;
+  scheduler_.ensure(ref);
+  ASSERT_EQ(launcher_.launches.size(), 2u);
+  for (auto& l : launcher_.launches) l.ready(int64_t{1});
+  EXPECT_EQ(scheduler_.instanceCount("t/f"), 2u);
+  clock_.advance(std::chrono::minutes(5));
+  scheduler_.tick();
+  EXPECT_TRUE(launcher_.stopped.empty());
+  scheduler_.instanceLost(launcher_.launches[0].id);
+  ASSERT_EQ(launcher_.launches.size(), 3u);
+}
+
+TEST_F(QueueOrScaleTest, HybridPolicyReleasesMemoryAndPrewarmsBeforeThePredictedCall) {
+  SchedulerOptions o = qosOptions();
+  o.keepAlivePolicy.policy = KeepAlivePolicy::kHybridHistogram;
+  o.keepAlivePolicy.binWidth = seconds(1);
+  o.keepAlivePolicy.bins = 60;
+  o.keepAlivePolicy.minSamples = 3;
+  Scheduler hybrid(launcher_, clock_, o);
+  FunctionRef ref = fn();
+  std::optional<Lease> lease;
+  auto call = [&] { hybrid.acquire(ref, [&](Result<Lease> r) { lease = *r; }); };
+  // A function called every 30 s. While the histogram learns: the standard keep-alive (60 s).
+  call();
+  launcher_.launches[0].ready(int64_t{1});
+  for (int i = 0; i < 3; ++i) {
+    hybrid.release(*lease, true);
+    EXPECT_EQ(hybrid.estimates("t/f").window.prewarm, Duration::zero());
+    clock_.advance(seconds(30));
+    hybrid.tick();
+    call();
+    EXPECT_FALSE(lease->coldStart);
+  }
+  ASSERT_EQ(launcher_.launches.size(), 1u);
+  // Three idle times of 30 s: pre-warm 27 s, keep-alive to 31 s + 10 %.
+  hybrid.release(*lease, true);
+  auto w = hybrid.estimates("t/f").window;
+  EXPECT_TRUE(w.fromHistogram);
+  EXPECT_EQ(w.prewarm, seconds(27));
+  ASSERT_EQ(launcher_.stopped.size(), 1u);  // memory given back at once
+  EXPECT_EQ(hybrid.instanceCount("t/f"), 0u);
+  EXPECT_EQ(hybrid.nextTimer(), clock_.now() + seconds(27));
+  clock_.advance(seconds(27));
+  hybrid.tick();
+  ASSERT_EQ(launcher_.launches.size(), 2u);  // pre-warm
+  launcher_.launches[1].ready(int64_t{1});
+  clock_.advance(seconds(3));
+  hybrid.tick();
+  lease.reset();
+  call();
+  ASSERT_TRUE(lease.has_value());
+  EXPECT_FALSE(lease->coldStart);
+  EXPECT_EQ(lease->instanceId, launcher_.launches[1].id);
+  EXPECT_EQ(hybrid.stats().prewarmStarts, 1);
+}
+
+TEST_F(QueueOrScaleTest, HostThatStopsReportingIsDeclaredDeadAndItsInstancesReplaced) {
+  SchedulerOptions o = qosOptions();
+  o.hostTimeout = seconds(10);
+  Scheduler s(launcher_, clock_, o);
+  s.addHost(HostSpec{"small", "a", 1024, 4000, 100});
+  s.addHost(HostSpec{"large", "b", 8192, 4000, 100});
+  std::optional<Lease> lease;
+  s.acquire(fn(), [&](Result<Lease> r) { lease = *r; });
+  ASSERT_EQ(launcher_.launches.size(), 1u);
+  EXPECT_EQ(launcher_.launches[0].host, "small");  // best fit
+  launcher_.launches[0].ready(int64_t{1});
+  ASSERT_TRUE(lease.has_value());
+  EXPECT_EQ(lease->hostId, "small");
+  s.release(*lease, true);
+  for (int t = 0; t < 3; ++t) {
+    clock_.advance(seconds(5));
+    s.heartbeat("large");
+    s.tick();
+  }
+  // 15 s without a heartbeat from "small".
+  EXPECT_EQ(s.stats().hostsDead, 1);
+  EXPECT_EQ(s.stats().placement.deadHosts, 1);
+  ASSERT_EQ(launcher_.launches.size(), 2u);
+  EXPECT_EQ(launcher_.launches[1].host, "large");
+  EXPECT_EQ(s.stats().instancesReplaced, 1);
+  ASSERT_EQ(launcher_.stopped.size(), 1u);
+  EXPECT_EQ(launcher_.stopped[0], launcher_.launches[0].id);
+  // A heartbeat brings it back.
+  s.heartbeat("small");
+  EXPECT_EQ(s.stats().placement.deadHosts, 0);
+}
+
+TEST_F(QueueOrScaleTest, NoRoomAnywhereFailsTheCallAtOnce) {
+  SchedulerOptions o = qosOptions();
+  Scheduler s(launcher_, clock_, o);
+  s.addHost(HostSpec{"tiny", "a", 256, 4000, 100});
+  FunctionRef big = fn();
+  big.memoryMb = 512;
+  std::optional<Result<Lease>> out;
+  s.acquire(big, [&](Result<Lease> r) { out = std::move(r); });
+  ASSERT_TRUE(out.has_value());
+  EXPECT_EQ(out->status().code(), Code::kResourceExhausted);
+  EXPECT_EQ(s.stats().placementFailures, 1);
+  EXPECT_TRUE(launcher_.launches.empty());
+}
+
+TEST_F(QueueOrScaleTest, TenantIsolationKeepsTenantsOnSeparateHosts) {
+  SchedulerOptions o = qosOptions();
+  o.isolation = IsolationLevel::kTenant;
+  Scheduler s(launcher_, clock_, o);
+  s.addHost(HostSpec{"h1", "a", 4096, 4000, 100});
+  s.addHost(HostSpec{"h2", "a", 4096, 4000, 100});
+  FunctionRef a = fn();
+  a.key = "alice/f";
+  FunctionRef b = fn();
+  b.key = "bob/f";
+  s.acquire(a, [](Result<Lease>) {});
+  s.acquire(b, [](Result<Lease>) {});
+  s.acquire(a, [](Result<Lease>) {});
+  ASSERT_EQ(launcher_.launches.size(), 3u);
+  EXPECT_NE(launcher_.launches[0].host, launcher_.launches[1].host);
+  EXPECT_EQ(launcher_.launches[0].host, launcher_.launches[2].host);
+}
+
+TEST_F(QueueOrScaleTest, PrewarmTargetsFollowTheColdStartRate) {
+  SchedulerOptions o = qosOptions();
+  o.prewarmFloor["python3"] = 2;
+  o.scale = ScalePolicy::kNaive;
+  o.poolRefill = seconds(1);
+  Scheduler s(launcher_, clock_, o);
+  EXPECT_EQ(s.prewarmTargets()["python3"], 2);
+  FunctionRef ref = fn();
+  ref.runtime = "nodejs";
+  for (int sec = 0; sec < 5; ++sec) {
+    for (int i = 0; i < 10; ++i) s.acquire(ref, [](Result<Lease>) {});
+    clock_.advance(seconds(1));
+  }
+  s.acquire(ref, [](Result<Lease>) {});
+  EXPECT_GE(s.prewarmTargets()["nodejs"], 10);
+  EXPECT_EQ(s.prewarmTargets()["python3"], 2);
 }
 
 }  // namespace
