@@ -20,10 +20,12 @@ packages=(
   build-essential g++ cmake ninja-build pkg-config git
   # libraries (DESIGN.md section 4; README.md says why each is there)
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
-  libsqlite3-dev libseccomp-dev libfuse3-dev fuse3 libarchive-dev libssl-dev
+  libsqlite3-dev libseccomp-dev libfuse3-dev fuse3 libarchive-dev libssl-dev libzstd-dev
   libspdlog-dev libfmt-dev libcli11-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev wrk etcd-server
+  # fuzzing the code pack reader (libFuzzer ships in libclang-rt-14-dev)
+  clang libclang-rt-14-dev
   # built-in runtimes and the examples
   python3
   # sandboxing helpers, tools the scripts and tests call

@@ -99,7 +99,13 @@ void LocalInvoker::launch(const std::string& instanceId, const FunctionRef& ref,
     }
     spec = it->second;
   }
-  worker_.startInstance(instanceId, spec, code_.pathFor(spec.codeSha256),
+  // The code's directory: a lazy FUSE view of its pack (or an extracted tree without FUSE).
+  auto codeDir = code_.acquire(spec.codeSha256);
+  if (!codeDir) {
+    ready(codeDir.status());
+    return;
+  }
+  worker_.startInstance(instanceId, spec, *codeDir,
                         [ready = std::move(ready)](Result<InstanceReady> r) {
                           if (!r.isOk()) {
                             ready(r.status());

@@ -15,6 +15,7 @@
 #include <optional>
 #include <vector>
 
+#include "codepack/pack_format.h"
 #include "common/fs.h"
 #include "common/ids.h"
 #include "common/json.h"
@@ -104,37 +105,6 @@ std::optional<std::vector<std::string>> safeComponents(std::string_view path) {
     i = j + 1;
   }
   return out;
-}
-
-// A symlink at depth `depth` (number of directories between the root and the link) may point
-// only to "../" * k followed by plain names, with k <= depth. Allowing ".." only up front keeps
-// the lexical check exact: the leading ".." steps walk up through the link's real ancestor
-// directories (importZip never creates a directory through a symlink), and the plain names
-// walk down through entries that are themselves checked the same way.
-Status checkSymlinkTarget(const std::string& entry, std::string_view target, size_t depth) {
-  auto bad = [&](std::string_view why) {
-    return invalidArgument("zip entry '" + entry + "' is a symlink to '" + std::string(target) +
-                           "', which " + std::string(why));
-  };
-  if (target.empty()) return bad("is empty");
-  if (target.front() == '/') return bad("is absolute");
-  if (target.size() >= PATH_MAX) return bad("is too long");
-  size_t ups = 0;
-  bool sawName = false;
-  size_t i = 0;
-  while (i <= target.size()) {
-    size_t j = target.find('/', i);
-    if (j == std::string_view::npos) j = target.size();
-    std::string_view c = target.substr(i, j - i);
-    if (c == "..") {
-      if (sawName) return bad("uses '..' after a name (only leading '..' are allowed)");
-      if (++ups > depth) return bad("leaves the code root");
-    } else if (!c.empty() && c != ".") {
-      sawName = true;
-    }
-    i = j + 1;
-  }
-  return Status::ok();
 }
 
 std::string describeType(mode_t type) {
@@ -382,108 +352,6 @@ Result<ImportedCode> importZip(std::string_view zip, const std::filesystem::path
     return st;
   }
   return info;
-}
-
-namespace {
-
-bool isSha256Hex(std::string_view s) {
-  if (s.size() != 64) return false;
-  for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
-}
-
-std::string metaToJson(const ImportedCode& info) {
-  json::object o;
-  o["sha256"] = info.sha256;
-  o["zippedBytes"] = info.zippedBytes;
-  o["unpackedBytes"] = info.unpackedBytes;
-  o["files"] = info.files;
-  return json::serialize(o);
-}
-
-Result<ImportedCode> metaFromJson(std::string_view text) {
-  ASSIGN_OR_RETURN(json::value v, parseJson(text));
-  if (!v.is_object()) return invalidArgument("code metadata is not a JSON object");
-  const json::object& o = v.as_object();
-  ImportedCode info;
-  ASSIGN_OR_RETURN(auto sha, getString(o, "sha256"));
-  ASSIGN_OR_RETURN(auto zipped, getInt(o, "zippedBytes"));
-  ASSIGN_OR_RETURN(auto unpacked, getInt(o, "unpackedBytes"));
-  ASSIGN_OR_RETURN(auto files, getInt(o, "files"));
-  if (!sha || !zipped || !unpacked || !files) return invalidArgument("code metadata incomplete");
-  info.sha256 = *sha;
-  info.zippedBytes = *zipped;
-  info.unpackedBytes = *unpacked;
-  info.files = *files;
-  return info;
-}
-
-}  // namespace
-
-bool CodeCache::contains(const std::string& sha256) const {
-  if (!isSha256Hex(sha256)) return false;
-  struct stat st;
-  return ::lstat(pathFor(sha256).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-// The metadata file is written before the tree is renamed into place, so a tree that is visible
-// always has its metadata; racing installers of the same zip write identical metadata.
-Result<ImportedCode> CodeCache::install(std::string_view zip, const ZipLimits& limits) {
-  if (static_cast<int64_t>(zip.size()) > limits.maxZippedBytes) {
-    return Status(Code::kPayloadTooLarge,
-                  "code.zipFile is " + std::to_string(zip.size()) + " bytes, over the " +
-                      std::to_string(limits.maxZippedBytes) + "-byte limit (maxZippedBytes)");
-  }
-  const std::string sha = sha256Hex(zip);
-  const std::filesystem::path meta = root_ / (sha + ".json");
-  if (contains(sha)) {
-    if (auto text = readFile(meta); text.isOk()) {
-      if (auto info = metaFromJson(*text); info.isOk()) return info;
-    }
-  }
-  RETURN_IF_ERROR(makeDirs(root_, 0755));
-  const std::string tag = randomHex(8);
-  const std::filesystem::path tmpDir = root_ / (".tmp-" + tag);
-  ASSIGN_OR_RETURN(ImportedCode info, importZip(zip, tmpDir, limits));
-
-  const std::filesystem::path tmpMeta = root_ / (".tmp-" + tag + ".json");
-  Status st = writeFileAtomic(tmpMeta, metaToJson(info), 0644);
-  if (st.isOk() && ::rename(tmpMeta.c_str(), meta.c_str()) != 0) {
-    st = Status::fromErrno(errno, "rename " + tmpMeta.string() + " to " + meta.string());
-  }
-  if (!st.isOk()) {
-    (void)removeTree(tmpDir);
-    ::unlink(tmpMeta.c_str());
-    return st;
-  }
-  // RENAME_NOREPLACE: an installed tree may be bind-mounted into running sandboxes, so it is
-  // never swapped under them; losing the race just means the winner's identical tree is used.
-  if (::renameat2(AT_FDCWD, tmpDir.c_str(), AT_FDCWD, pathFor(sha).c_str(), RENAME_NOREPLACE) !=
-      0) {
-    int err = errno;
-    (void)removeTree(tmpDir);
-    if (err != EEXIST && err != ENOTEMPTY) {
-      return Status::fromErrno(err, "rename " + tmpDir.string() + " into the code cache");
-    }
-  }
-  return info;
-}
-
-Status CodeCache::remove(const std::string& sha256) {
-  if (!isSha256Hex(sha256)) return invalidArgument("not a code sha256: '" + sha256 + "'");
-  // Move the tree aside first so that contains() flips atomically, then delete at leisure.
-  const std::filesystem::path doomed = root_ / (".rm-" + randomHex(8));
-  if (::rename(pathFor(sha256).c_str(), doomed.c_str()) != 0) {
-    if (errno != ENOENT) return Status::fromErrno(errno, "remove code " + sha256);
-  } else {
-    RETURN_IF_ERROR(removeTree(doomed));
-  }
-  if (::unlink((root_ / (sha256 + ".json")).c_str()) != 0 && errno != ENOENT) {
-    return Status::fromErrno(errno, "remove code metadata " + sha256);
-  }
-  return Status::ok();
 }
 
 }  // namespace stratus

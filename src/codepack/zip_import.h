@@ -1,6 +1,5 @@
-// Zip import: turns a function's uploaded zip into a directory tree on the host, refusing
-// anything that could escape the code root or exhaust the host. First version of the code-pack
-// pipeline (issue "code packs" replaces the directory with an index + data pack).
+// Zip import: turns a function's uploaded zip into a directory tree, refusing anything that could
+// escape the code root or exhaust the host; the tree then becomes a code pack (CodeCache below).
 //
 // Refused, each with kInvalidArgument and a message naming the entry:
 //   * entries with absolute paths or ".." components, or names with NUL bytes;
@@ -14,9 +13,13 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 
+#include "codepack/blob_store.h"
+#include "codepack/host_cache.h"
+#include "codepack/pack_writer.h"
 #include "common/status.h"
 
 namespace stratus {
@@ -40,21 +43,43 @@ struct ImportedCode {
 Result<ImportedCode> importZip(std::string_view zip, const std::filesystem::path& destDir,
                                const ZipLimits& limits = {});
 
-// CodeCache: one extracted tree per code sha256 under root/<sha256>, shared read-only by every
-// instance of every function with that code on this host. Thread-safe: concurrent installs of
-// the same sha256 are serialised (extract to a temp dir, rename into place).
+// CodeCache: the embedded (all-in-one) code pipeline. Deploy side: install() validates the zip
+// (importZip, into a temporary tree), turns the tree into a code pack (pack_writer.h) and puts
+// the index ("packs/<zip sha256>.index") and the content-addressed data file
+// ("data/<data sha256>") into the blob store, by default the directory root/blobs. Worker side:
+// acquire() hands out the directory to bind-mount at /code, through a HostCodeCache over the
+// same store: a lazy FUSE view at root/mnt/<sha> (unmounted by the destructor), or an extracted
+// tree at root/<sha> where FUSE is unavailable. Identical code is stored once.
+// Thread-safe: concurrent installs of the same zip all succeed.
+struct CodeCacheOptions {
+  bool useFuse = true;  // false: the full-extraction tier only
+  PackWriteOptions pack;
+  std::shared_ptr<BlobStore> origin;  // default: LocalDirBlobStore(root/blobs)
+};
+
 class CodeCache {
  public:
-  explicit CodeCache(std::filesystem::path root) : root_(std::move(root)) {}
-  // Extracts zip unless already present; returns its info and leaves the tree at pathFor(sha).
+  explicit CodeCache(std::filesystem::path root) : CodeCache(std::move(root), CodeCacheOptions{}) {}
+  CodeCache(std::filesystem::path root, CodeCacheOptions options);
+  ~CodeCache();
+  // Stores the zip's code pack unless already present; returns its info.
   Result<ImportedCode> install(std::string_view zip, const ZipLimits& limits = {});
-  std::filesystem::path pathFor(const std::string& sha256) const { return root_ / sha256; }
+  // The directory holding the code's tree, mounting or extracting it on first use.
+  Result<std::filesystem::path> acquire(const std::string& sha256);
+  // acquire(), or (logged) the tree path it would have used when that fails.
+  std::filesystem::path pathFor(const std::string& sha256);
   bool contains(const std::string& sha256) const;
-  // Removes a tree no function references any more.
+  // Removes code no function references any more (the shared data file stays).
   Status remove(const std::string& sha256);
+
+  BlobStore& blobs() { return *origin_; }
+  HostCodeCache& host() { return *host_; }
 
  private:
   std::filesystem::path root_;
+  CodeCacheOptions options_;
+  std::shared_ptr<BlobStore> origin_;
+  std::unique_ptr<HostCodeCache> host_;
 };
 
 }  // namespace stratus

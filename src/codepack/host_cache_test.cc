@@ -1,0 +1,355 @@
+// Worker side of code packs against the real kernel and real sockets: the FUSE view, the blob
+// server's range protocol, lazy loading with a background download, the full-extraction tier,
+// peer-to-peer fetches between several host caches on this machine, and mount cleanup.
+#include "codepack/host_cache.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "codepack/blob_http.h"
+#include "codepack/pack_fuse.h"
+#include "codepack/pack_test_util.h"
+#include "codepack/pack_writer.h"
+#include "codepack/zip_import.h"
+#include "codepack/zip_writer.h"
+#include "common/fs.h"
+#include "common/ids.h"
+
+namespace stratus {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+bool mountedAt(const fs::path& p) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find(" " + p.string() + " ") != std::string::npos) return true;
+  }
+  return false;
+}
+
+bool mountsUnder(const fs::path& p) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find(" " + p.string() + "/") != std::string::npos) return true;
+  }
+  return false;
+}
+
+HostCodeCacheOptions at(const fs::path& root, bool fuse = true, bool background = true) {
+  HostCodeCacheOptions o;
+  o.root = root;
+  o.useFuse = fuse;
+  o.backgroundDownload = background;
+  return o;
+}
+
+#define REQUIRE_FUSE()                                                          \
+  do {                                                                          \
+    if (::geteuid() != 0 || !fuseAvailable()) {                                 \
+      GTEST_SKIP() << "needs root and /dev/fuse (FUSE mounts are the subject)"; \
+    }                                                                           \
+  } while (0)
+
+// An origin blob store holding one pack built from the sample tree.
+struct Origin {
+  explicit Origin(const fs::path& dir, size_t bigBytes = (5 << 20) + 17, uint64_t seed = 11) {
+    const fs::path src = dir / "src";
+    big = randomBytes(bigBytes, seed);
+    buildSampleTree(src, big);
+    store = std::make_shared<LocalDirBlobStore>(dir / "origin");
+    auto w = writePack(src, dir / "data.tmp");
+    EXPECT_TRUE(w.isOk()) << w.status().toString();
+    sha = sha256Hex("pack-" + std::to_string(seed));  // stands for the zip's sha256
+    dataName = packDataBlob(w->dataSha256);
+    dataBytes = w->dataBytes;
+    EXPECT_TRUE(store->putFile(dataName, dir / "data.tmp").isOk());
+    EXPECT_TRUE(store->putBytes(packIndexBlob(sha), w->index, dir).isOk());
+    auto s = BlobServer::start(store);
+    EXPECT_TRUE(s.isOk()) << s.status().toString();
+    server = std::move(*s);
+  }
+  std::string big, sha, dataName;
+  int64_t dataBytes = 0;
+  std::shared_ptr<LocalDirBlobStore> store;
+  std::unique_ptr<BlobServer> server;
+};
+
+TEST(BlobServer, ServesRangesHeadAndErrors) {
+  TempDir t;
+  auto store = std::make_shared<LocalDirBlobStore>(t.path());
+  const std::string body = randomBytes(3 << 20, 5);
+  ASSERT_TRUE(store->putBytes("data/x", body, t.path()).isOk());
+  auto server = BlobServer::start(store);
+  ASSERT_TRUE(server.isOk()) << server.status().toString();
+  HttpBlobStore client((*server)->url());
+  EXPECT_EQ(*client.size("data/x"), static_cast<int64_t>(body.size()));
+  EXPECT_EQ(client.size("data/y").status().code(), Code::kNotFound);
+  EXPECT_EQ(*client.readRange("data/x", 0, 10), body.substr(0, 10));
+  EXPECT_EQ(*client.readRange("data/x", (1 << 20) - 3, 2 << 20),
+            body.substr((1 << 20) - 3, 2 << 20));
+  EXPECT_EQ(*client.readAll("data/x", 10 << 20), body);
+  EXPECT_EQ(client.readRange("data/x", body.size() - 1, 2).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(client.readRange("data/x", body.size(), 1).status().code(), Code::kInvalidArgument);
+  // Names that could leave the store are not even sent.
+  EXPECT_FALSE(client.readRange("../x", 0, 1).isOk());
+  EXPECT_FALSE(client.size("data/../../etc/passwd").isOk());
+  EXPECT_FALSE(validBlobName(".hidden"));
+  EXPECT_TRUE(validBlobName("packs/abc.index"));
+  HttpBlobStore down("http://127.0.0.1:1");
+  EXPECT_EQ(down.size("data/x").status().code(), Code::kUnavailable);
+}
+
+TEST(PackMount, ServesTheTreeReadOnlyAndUnmountsOnDestruction) {
+  REQUIRE_FUSE();
+  TempDir t;
+  Origin o(t.path());
+  auto ix = PackIndex::parse(*o.store->readAll(packIndexBlob(o.sha), 1 << 20));
+  ASSERT_TRUE(ix.isOk());
+  auto data = CachedPackData::openLocal(*o.store->localPath(o.dataName), o.dataBytes);
+  ASSERT_TRUE(data.isOk());
+  auto reader =
+      std::make_shared<PackReader>(std::make_shared<const PackIndex>(std::move(*ix)), *data);
+  const fs::path mp = t.path() / "mnt";
+  {
+    auto m = PackMount::mount(reader, mp);
+    ASSERT_TRUE(m.isOk()) << m.status().toString();
+    EXPECT_TRUE(mountedAt(mp));
+    EXPECT_EQ(*readFile(mp / "data/small.txt"), "small\n");
+    EXPECT_EQ(*readFile(mp / "data/big.bin"), o.big);
+    EXPECT_EQ(fs::read_symlink(mp / "lib/link"), "../index.py");
+    EXPECT_EQ(*readFile(mp / "lib/link"), *readFile(mp / "index.py"));
+    struct stat st;
+    ASSERT_EQ(::stat((mp / "bootstrap").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode, S_IFREG | 0755u);
+    EXPECT_EQ(st.st_size, 18);
+    ASSERT_EQ(::stat((mp / "lib/emptydir").c_str(), &st), 0);
+    EXPECT_TRUE(S_ISDIR(st.st_mode));
+    std::set<std::string> names;
+    for (const auto& e : fs::directory_iterator(mp)) names.insert(e.path().filename());
+    EXPECT_EQ(names, (std::set<std::string>{"bootstrap", "data", "empty", "index.py", "lib"}));
+    EXPECT_FALSE(fs::exists(mp / "missing"));
+    EXPECT_LT(::open((mp / "index.py").c_str(), O_WRONLY), 0);
+    EXPECT_EQ(errno, EROFS);
+    EXPECT_LT(::open((mp / "new").c_str(), O_WRONLY | O_CREAT, 0644), 0);
+    EXPECT_LT(::mkdir((mp / "d").c_str(), 0755), 0);
+    // Another user (as a sandbox is) can read it: allow_other + the modes.
+    ASSERT_EQ(::chmod(t.path().c_str(), 0755), 0);  // mkdtemp made it 0700
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) _exit(2);
+      int fd = ::open((mp / "data/small.txt").c_str(), O_RDONLY);
+      _exit(fd >= 0 ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  }
+  EXPECT_FALSE(mountedAt(mp)) << "mount survived its owner";
+}
+
+TEST(HostCodeCache, LazyMountReadsByRangeThenDownloadsEverything) {
+  REQUIRE_FUSE();
+  TempDir t;
+  Origin o(t.path(), 20 << 20);
+  const fs::path hostRoot = t.path() / "host";
+  {
+    HostCodeCache host(std::make_shared<HttpBlobStore>(o.server->url()),
+                       at(hostRoot, true, /*background=*/false));
+    auto dir = host.acquire(o.sha);
+    ASSERT_TRUE(dir.isOk()) << dir.status().toString();
+    EXPECT_EQ(*dir, hostRoot / "mnt" / o.sha);
+    EXPECT_TRUE(host.mounted(o.sha));
+    EXPECT_EQ(*readFile(*dir / "data/small.txt"), "small\n");
+    // Only the index and the block holding small.txt came over the wire (no background).
+    EXPECT_LT(o.server->bytesServed(), 2 << 20) << "read more than it needed";
+    EXPECT_EQ(*host.acquire(o.sha), *dir);  // idempotent: one mount per pack per host
+
+    ASSERT_TRUE(host.waitLocal(o.sha, 60s).isOk());
+    EXPECT_TRUE(fs::exists(hostRoot / "blobs" / o.dataName));
+    EXPECT_FALSE(fs::exists(hostRoot / "partial" / o.dataName));
+    const int64_t served = o.server->bytesServed();
+    EXPECT_EQ(*readFile(*dir / "data/big-copy.bin"), o.big);
+    EXPECT_EQ(o.server->bytesServed(), served) << "a local pack still read from the origin";
+  }
+  EXPECT_FALSE(mountsUnder(hostRoot)) << "HostCodeCache left a mount behind";
+
+  // A new host cache over the same directory finds the pack local: nothing is fetched.
+  const int64_t before = o.server->bytesServed();
+  HostCodeCache again(std::make_shared<HttpBlobStore>(o.server->url()), at(hostRoot));
+  auto dir = again.acquire(o.sha);
+  ASSERT_TRUE(dir.isOk()) << dir.status().toString();
+  EXPECT_EQ(*readFile(*dir / "data/big.bin"), o.big);
+  EXPECT_EQ(o.server->bytesServed(), before);
+}
+
+TEST(HostCodeCache, BackgroundDownloadCompletesBehindTheMount) {
+  REQUIRE_FUSE();
+  TempDir t;
+  Origin o(t.path(), 12 << 20);
+  HostCodeCache host(std::make_shared<HttpBlobStore>(o.server->url()), at(t.path() / "host"));
+  auto dir = host.acquire(o.sha);
+  ASSERT_TRUE(dir.isOk()) << dir.status().toString();
+  EXPECT_EQ(*readFile(*dir / "index.py"),
+            "def handler(e, c):\n    return open('/code/data/small.txt').read()\n");
+  ASSERT_TRUE(host.waitLocal(o.sha, 60s).isOk());
+  EXPECT_TRUE(fs::exists(t.path() / "host/blobs" / o.dataName));
+  EXPECT_EQ(*readFile(*dir / "data/big.bin"), o.big);
+}
+
+TEST(HostCodeCache, FullTierExtractsWithoutFuse) {
+  TempDir t;
+  Origin o(t.path());
+  HostCodeCacheOptions opts = at(t.path() / "host");
+  opts.useFuse = false;
+  HostCodeCache host(std::make_shared<HttpBlobStore>(o.server->url()), opts);
+  auto dir = host.acquire(o.sha);
+  ASSERT_TRUE(dir.isOk()) << dir.status().toString();
+  EXPECT_EQ(*dir, t.path() / "host/trees" / o.sha);
+  EXPECT_FALSE(host.mounted(o.sha));
+  EXPECT_EQ(*readFile(*dir / "data/big.bin"), o.big);
+  EXPECT_EQ(fs::read_symlink(*dir / "lib/link"), "../index.py");
+  EXPECT_TRUE(fs::exists(t.path() / "host/blobs" / o.dataName));
+  ASSERT_TRUE(host.release(o.sha).isOk());
+  EXPECT_FALSE(fs::exists(*dir));
+}
+
+TEST(HostCodeCache, UnknownAndCorruptPacksAreErrors) {
+  TempDir t;
+  Origin o(t.path());
+  HostCodeCacheOptions opts = at(t.path() / "host");
+  opts.useFuse = false;
+  HostCodeCache host(std::make_shared<HttpBlobStore>(o.server->url()), opts);
+  EXPECT_EQ(host.acquire(sha256Hex("nope")).status().code(), Code::kNotFound);
+  EXPECT_EQ(host.acquire("../etc").status().code(), Code::kInvalidArgument);
+  // A data file damaged at the origin: extraction fails on the checksum, nothing is published.
+  const fs::path data = *o.store->localPath(o.dataName);
+  std::string bytes = *readFile(data);
+  bytes[bytes.size() / 2] ^= 0x55;
+  ASSERT_EQ(::unlink(data.c_str()), 0);
+  ASSERT_TRUE(writeFileAtomic(data, bytes).isOk());
+  auto r = host.acquire(o.sha);
+  ASSERT_FALSE(r.isOk());
+  EXPECT_NE(r.status().message().find("SHA-256"), std::string::npos) << r.status().message();
+  EXPECT_FALSE(fs::exists(t.path() / "host/trees" / o.sha));
+  EXPECT_FALSE(fs::exists(t.path() / "host/blobs" / o.dataName));
+}
+
+// Several workers on one machine: A takes the pack from the origin, then B and C take it from A
+// (C's first peer is down); the origin serves the data file once.
+TEST(HostCodeCache, PeersServeWhatTheyHoldBeforeTheOrigin) {
+  TempDir t;
+  Origin o(t.path(), 8 << 20);
+  auto originClient = std::make_shared<HttpBlobStore>(o.server->url());
+  auto opts = [&](const std::string& name) {
+    HostCodeCacheOptions h = at(t.path() / name);
+    h.useFuse = fuseAvailable() && ::geteuid() == 0;
+    return h;
+  };
+  auto sourceA = std::make_shared<PeerBlobStore>(std::vector<std::string>{}, originClient);
+  HostCodeCache a(sourceA, opts("a"));
+  auto serverA = BlobServer::start(a.localStore());
+  ASSERT_TRUE(serverA.isOk());
+  auto dirA = a.acquire(o.sha);
+  ASSERT_TRUE(dirA.isOk()) << dirA.status().toString();
+  ASSERT_TRUE(a.waitLocal(o.sha, 60s).isOk());
+  const int64_t originAfterA = o.server->bytesServed();
+  EXPECT_GE(originAfterA, o.dataBytes);
+
+  auto sourceB =
+      std::make_shared<PeerBlobStore>(std::vector<std::string>{(*serverA)->url()}, originClient);
+  HostCodeCache b(sourceB, opts("b"));
+  auto dirB = b.acquire(o.sha);
+  ASSERT_TRUE(dirB.isOk()) << dirB.status().toString();
+  EXPECT_EQ(*readFile(*dirB / "data/small.txt"), "small\n");
+  ASSERT_TRUE(b.waitLocal(o.sha, 60s).isOk());
+  EXPECT_EQ(*readFile(*dirB / "data/big.bin"), o.big);
+  EXPECT_EQ(o.server->bytesServed(), originAfterA) << "B went to the origin";
+  EXPECT_GE(sourceB->bytesFromPeers(), o.dataBytes);
+  EXPECT_EQ(sourceB->bytesFromOrigin(), 0);
+
+  auto sourceC = std::make_shared<PeerBlobStore>(
+      std::vector<std::string>{"http://127.0.0.1:1", (*serverA)->url()}, originClient);
+  HostCodeCache c(sourceC, opts("c"));
+  auto dirC = c.acquire(o.sha);
+  ASSERT_TRUE(dirC.isOk()) << dirC.status().toString();
+  ASSERT_TRUE(c.waitLocal(o.sha, 60s).isOk());
+  EXPECT_EQ(*readFile(*dirC / "data/big-copy.bin"), o.big);
+  EXPECT_EQ(o.server->bytesServed(), originAfterA) << "C went to the origin";
+
+  // A pack no peer holds comes from the origin.
+  Origin other(t.path() / "other", 1 << 20, 99);
+  auto sourceD =
+      std::make_shared<PeerBlobStore>(std::vector<std::string>{(*serverA)->url()},
+                                      std::make_shared<HttpBlobStore>(other.server->url()));
+  HostCodeCache d(sourceD, opts("d"));
+  auto dirD = d.acquire(other.sha);
+  ASSERT_TRUE(dirD.isOk()) << dirD.status().toString();
+  EXPECT_EQ(*readFile(*dirD / "data/big.bin"), other.big);
+  EXPECT_EQ(sourceD->bytesFromPeers(), 0);
+}
+
+TEST(HostCodeCache, UnmountsWhatAKilledPredecessorLeft) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount";
+  TempDir t;
+  const fs::path stale = t.path() / "host/mnt" / sha256Hex("x");
+  ASSERT_TRUE(makeDirs(stale).isOk());
+  ASSERT_EQ(::mount("tmpfs", stale.c_str(), "tmpfs", 0, "size=1m"), 0) << strerror(errno);
+  ASSERT_TRUE(mountedAt(stale));
+  HostCodeCache host(std::make_shared<LocalDirBlobStore>(t.path() / "origin"),
+                     at(t.path() / "host"));
+  EXPECT_FALSE(mountedAt(stale));
+}
+
+TEST(CodeCache, InstallStoresAPackAndServesItThroughTheMount) {
+  TempDir t;
+  ZipWriter w;
+  ASSERT_TRUE(w.addFile("index.py", "def handler(e, c):\n    return 1\n").isOk());
+  ASSERT_TRUE(w.addFile("lib/big.bin", randomBytes(3 << 20, 2)).isOk());
+  ASSERT_TRUE(w.addSymlink("link", "lib/big.bin").isOk());
+  auto zip = w.finish();
+  ASSERT_TRUE(zip.isOk());
+  const std::string sha = sha256Hex(*zip);
+  const fs::path root = t.path() / "code";
+  {
+    CodeCache cache(root);
+    auto info = cache.install(*zip);
+    ASSERT_TRUE(info.isOk()) << info.status().toString();
+    EXPECT_EQ(info->files, 2);
+    // Deploy stores a pack, not a tree.
+    EXPECT_TRUE(fs::exists(root / "blobs" / packIndexBlob(sha)));
+    EXPECT_FALSE(fs::exists(root / sha));
+    auto dir = cache.acquire(sha);
+    ASSERT_TRUE(dir.isOk()) << dir.status().toString();
+    EXPECT_EQ(*readFile(*dir / "index.py"), "def handler(e, c):\n    return 1\n");
+    EXPECT_EQ(*readFile(*dir / "link"), randomBytes(3 << 20, 2));
+    if (fuseAvailable() && ::geteuid() == 0) {
+      EXPECT_EQ(*dir, root / "mnt" / sha);
+      EXPECT_TRUE(mountedAt(*dir));
+    }
+  }
+  EXPECT_FALSE(mountsUnder(root)) << "CodeCache left a mount behind";
+  // Without FUSE the same pack is extracted where earlier versions kept trees.
+  CodeCache plain(root, CodeCacheOptions{false, {}, nullptr});
+  auto dir = plain.acquire(sha);
+  ASSERT_TRUE(dir.isOk()) << dir.status().toString();
+  EXPECT_EQ(*dir, root / sha);
+  EXPECT_EQ(*readFile(*dir / "index.py"), "def handler(e, c):\n    return 1\n");
+}
+
+}  // namespace
+}  // namespace stratus

@@ -1,0 +1,63 @@
+// PackMount: a read-only FUSE filesystem (libfuse3 low-level API) showing one code pack's tree,
+// serving each read from a PackReader, i.e. by range from wherever the pack's data file is
+// (host cache, peer, origin). This is the "lazy" tier of seed 2.4: the runtime sees /code at
+// once and pays only for the chunks it touches. One mount per pack per host; every sandbox of
+// every function with that code bind-mounts it.
+//
+// Mounted with allow_other (sandboxes run as other users, in their own user namespaces),
+// default_permissions (the kernel checks the modes), long entry/attribute timeouts and
+// keep_cache: a pack never changes, so the kernel caches names, attributes and pages for good.
+// Served by a few threads of our own that poll the FUSE fd and a stop eventfd, so that the
+// destructor can stop them without waiting for a request. The destructor unmounts (lazily:
+// a sandbox still holding a bind mount keeps working until the session closes, then gets
+// ENOTCONN). Needs /dev/fuse and CAP_SYS_ADMIN (we run as root); mount() reports otherwise.
+// Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "codepack/pack_reader.h"
+#include "common/status.h"
+#include "common/unique_fd.h"
+
+struct fuse_session;
+
+namespace stratus {
+
+class PackMount {
+ public:
+  static Result<std::unique_ptr<PackMount>> mount(std::shared_ptr<PackReader> reader,
+                                                  const std::filesystem::path& mountPoint,
+                                                  int threads = 2);
+  ~PackMount();
+  PackMount(const PackMount&) = delete;
+  PackMount& operator=(const PackMount&) = delete;
+
+  const std::filesystem::path& mountPoint() const { return mountPoint_; }
+  PackReader& reader() { return *reader_; }
+
+ private:
+  PackMount(std::shared_ptr<PackReader> reader, std::filesystem::path mountPoint)
+      : reader_(std::move(reader)), mountPoint_(std::move(mountPoint)) {}
+  void serve();
+
+  std::shared_ptr<PackReader> reader_;
+  std::filesystem::path mountPoint_;
+  fuse_session* session_ = nullptr;
+  bool mounted_ = false;
+  UniqueFd stop_;  // eventfd
+  std::vector<std::thread> threads_;
+};
+
+// True when this host can mount FUSE filesystems (/dev/fuse opens read-write).
+bool fuseAvailable();
+
+// Lazily unmounts every mount whose mount point is under `root` (left by a process killed with
+// -9: its FUSE session died with it and the mount answers ENOTCONN). Returns how many.
+int unmountUnder(const std::filesystem::path& root);
+
+}  // namespace stratus
