@@ -7,16 +7,25 @@
 // exits; it then exits with the command's status (a signal becomes 128+signo: pid 1 cannot
 // re-raise a signal on itself).
 //
-// argv: init ERROR_FD SYNC_FD STDOUT_FD STDERR_FD UID GID CWD N PATH_1..PATH_N ARGV...
-//   PATH_i are the candidates for the command's executable (the parent did the PATH search),
-//   ARGV is the command's argv; envp is the command's environment.
+// argv: init ERROR_FD SYNC_FD STDOUT_FD STDERR_FD UID GID CWD FLAGS NOFILE SECCOMP N
+//            PATH_1..PATH_N ARGV...
+//   FLAGS are InitFlags (user/cgroup namespace), NOFILE the command's RLIMIT_NOFILE (0: keep),
+//   SECCOMP the BPF program to install in the command as hex ("-": none). PATH_i are the
+//   candidates for the command's executable (the parent did the PATH search), ARGV is the
+//   command's argv; envp is the command's environment.
 // Failures before the command's execve are written to ERROR_FD as a ChildError.
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/close_range.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,6 +54,39 @@ bool parseInt(const char* s, long* out) {
   return true;
 }
 
+// The seccomp program, decoded from hex (static: init has no heap to speak of).
+sock_filter filterBuf[4096];
+
+int hexVal(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+// Returns the number of instructions, 0 for "-", -1 when malformed.
+long decodeFilter(const char* hex) {
+  if (hex[0] == '-' && hex[1] == '\0') return 0;
+  unsigned char* out = reinterpret_cast<unsigned char*>(filterBuf);
+  size_t n = 0;
+  for (; hex[0] != '\0'; hex += 2) {
+    int hi = hexVal(hex[0]);
+    int lo = hex[1] == '\0' ? -1 : hexVal(hex[1]);
+    if (hi < 0 || lo < 0 || n >= sizeof filterBuf) return -1;
+    out[n++] = static_cast<unsigned char>(hi << 4 | lo);
+  }
+  if (n == 0 || n % sizeof(sock_filter) != 0) return -1;
+  return static_cast<long>(n / sizeof(sock_filter));
+}
+
+bool readByte(int fd, char want) {
+  char c = 0;
+  ssize_t n;
+  do {
+    n = ::read(fd, &c, 1);
+  } while (n < 0 && errno == EINTR);
+  return n == 1 && c == want;
+}
+
 int exitCodeOf(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
@@ -55,7 +97,7 @@ int exitCodeOf(int status) {
 
 int main(int argc, char** argv, char** envp) {
   long v[6];  // the six numeric arguments
-  if (argc < 10) ::_exit(125);
+  if (argc < 13) ::_exit(125);
   for (int i = 0; i < 6; ++i) {
     if (!parseInt(argv[1 + i], &v[i])) ::_exit(125);
   }
@@ -66,31 +108,59 @@ int main(int argc, char** argv, char** envp) {
   const uid_t uid = static_cast<uid_t>(v[4]);
   const gid_t gid = static_cast<gid_t>(v[5]);
   const char* cwd = argv[7];
-  long nPaths = 0;
-  if (!parseInt(argv[8], &nPaths) || nPaths < 1 || 9 + nPaths >= argc) {
+  long flags = 0, nofile = 0, nPaths = 0;
+  if (!parseInt(argv[8], &flags) || !parseInt(argv[9], &nofile) || nofile < 0) {
     fail(si::kStepInitArgs, EINVAL);
   }
-  char** paths = argv + 9;
-  char** cmdArgv = argv + 9 + nPaths;
+  const long filterLen = decodeFilter(argv[10]);
+  if (filterLen < 0) fail(si::kStepInitArgs, EINVAL);
+  if (!parseInt(argv[11], &nPaths) || nPaths < 1 || 12 + nPaths >= argc) {
+    fail(si::kStepInitArgs, EINVAL);
+  }
+  char** paths = argv + 12;
+  char** cmdArgv = argv + 12 + nPaths;
   // The command must not inherit the error pipe past its own execve.
   ::fcntl(errorFd, F_SETFD, FD_CLOEXEC);
 
   // The worker moves us into the cgroup (on v2 without CLONE_INTO_CGROUP) before it sends the
   // go byte; EOF instead means it died or gave up.
-  char go = 0;
-  ssize_t n;
-  do {
-    n = ::read(syncFd, &go, 1);
-  } while (n < 0 && errno == EINTR);
-  if (n != 1) ::_exit(126);
-  ::close(syncFd);
+  if (!readByte(syncFd, si::kSyncGo)) ::_exit(126);
 
   // Init itself should never be the OOM killer's victim (killing it kills the whole sandbox).
-  // Lowering the score needs CAP_SYS_RESOURCE, which a worker may lack: best effort.
+  // Lowering the score needs CAP_SYS_RESOURCE (in the host's user namespace, so before the
+  // unshare below), which a worker may lack: best effort.
   if (int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); fd >= 0) {
     (void)!::write(fd, "-1000", 5);
     ::close(fd);
   }
+
+  // The user and cgroup namespaces come last, from here: the mount, pid, network, ipc and uts
+  // namespaces were created (and the root built) by the host's root, so they belong to the
+  // host's user namespace and root of the new one has no capability over them -- it cannot
+  // mount, unmount a mask, or reconfigure the network even without seccomp. The cgroup namespace
+  // is rooted at the cgroup the worker has just moved us into, so /proc/self/cgroup says "/".
+  int nsFlags = 0;
+  if (flags & si::kInitUserNs) nsFlags |= CLONE_NEWUSER;
+  if (flags & si::kInitCgroupNs) nsFlags |= CLONE_NEWCGROUP;
+  if (nsFlags != 0 && ::unshare(nsFlags) != 0) fail(si::kStepUnshare, errno);
+  if (flags & si::kInitUserNs) {
+    // Only the worker (CAP_SETUID on the host) may map a range of ids; it writes our uid_map and
+    // gid_map, then we become root of the namespace: uid 0 inside = the tenant's first host uid.
+    // Init thus stops being the host's root too.
+    if (::write(syncFd, &si::kSyncUserNs, 1) != 1) fail(si::kStepUnshare, errno);
+    if (!readByte(syncFd, si::kSyncMapped)) ::_exit(126);
+    if (::syscall(SYS_setgroups, 0, nullptr) != 0 || ::syscall(SYS_setresgid, 0, 0, 0) != 0 ||
+        ::syscall(SYS_setresuid, 0, 0, 0) != 0) {
+      fail(si::kStepUserIds, errno);
+    }
+    // A change of credentials clears the parent-death signal: arm it again. The worker keeps its
+    // end of the sync socket open until the command has exec'd, so a hang-up here means it died
+    // before the re-arm.
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) fail(si::kStepUserIds, errno);
+    pollfd p{syncFd, POLLRDHUP, 0};
+    if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP)) != 0) ::_exit(126);
+  }
+  ::close(syncFd);
 
   pid_t cmd = ::fork();
   if (cmd < 0) fail(si::kStepSpawn, errno);
@@ -112,12 +182,40 @@ int main(int argc, char** argv, char** envp) {
     }
     // Everything else (including the error pipe) closes at execve.
     ::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+    // An empty bounding set: no execve can ever grant a capability again, whatever file
+    // capabilities or setuid bits it meets. Needs CAP_SETPCAP, so before the uid drop.
+    for (int cap = 0; cap < 64; ++cap) {
+      if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+        if (errno == EINVAL) break;  // past the kernel's last capability
+        fail(si::kStepCapabilities, errno);
+      }
+    }
+    if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) {
+      fail(si::kStepCapabilities, errno);
+    }
+    rlimit core{0, 0};
+    if (::setrlimit(RLIMIT_CORE, &core) != 0) fail(si::kStepRlimits, errno);
+    if (nofile > 0) {
+      rlimit cur{};
+      if (::getrlimit(RLIMIT_NOFILE, &cur) != 0) fail(si::kStepRlimits, errno);
+      rlim_t want = static_cast<rlim_t>(nofile);
+      if (cur.rlim_max != RLIM_INFINITY && want > cur.rlim_max) want = cur.rlim_max;
+      rlimit lim{want, want};
+      if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) fail(si::kStepRlimits, errno);
+    }
     // Leaving uid 0 for a non-zero uid clears the permitted and effective capability sets.
     if (::syscall(SYS_setgroups, 0, nullptr) != 0) fail(si::kStepSetgroups, errno);
     if (::syscall(SYS_setresgid, gid, gid, gid) != 0) fail(si::kStepSetgid, errno);
     if (::syscall(SYS_setresuid, uid, uid, uid) != 0) fail(si::kStepSetuid, errno);
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(si::kStepNoNewPrivs, errno);
     if (::chdir(cwd) != 0) fail(si::kStepChdir, errno);
+    // Last: from here on the filter also judges init's own remaining calls (execve is allowed).
+    if (filterLen > 0) {
+      sock_fprog prog{static_cast<unsigned short>(filterLen), filterBuf};
+      if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0) {
+        fail(si::kStepSeccomp, errno);
+      }
+    }
     // Like execvp: ENOENT/ENOTDIR move on to the next candidate; any other error is kept.
     int firstErr = ENOENT;
     for (long i = 0; i < nPaths; ++i) {

@@ -26,6 +26,7 @@
 #include "sandbox/code_mount.h"
 #include "sandbox/init_image.h"
 #include "sandbox/sandbox_init.h"
+#include "sandbox/seccomp_filter.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -102,6 +103,19 @@ class PlanBuilder {
            .what = keep("remount /" + rel + " read-only")});
     }
   }
+  // Bind-mounts `src` over the existing path `rel` (a /proc mask), then remounts it read-only.
+  void bindOver(const std::string& src, const std::string& rel, unsigned long extraFlags) {
+    const char* target = keep(rel);
+    add({.kind = OpKind::kMount,
+         .a = keep(src),
+         .b = target,
+         .flags = MS_BIND | MS_REC,
+         .what = keep("mask /" + rel + " with " + src)});
+    add({.kind = OpKind::kMount,
+         .b = target,
+         .flags = kRoRemount | extraFlags,
+         .what = keep("remount /" + rel + " read-only")});
+  }
   void mount(const char* fstype, const std::string& rel, unsigned long flags,
              const std::string& data) {
     add({.kind = OpKind::kMount,
@@ -152,6 +166,40 @@ std::optional<std::string> relativeSandboxPath(const std::string& p) {
     start = end + 1;
   }
   return rel;
+}
+
+// Waits until fd yields `want` (true) or EOF (false), bounded by the deadline.
+Result<bool> waitForByte(int fd, char want, std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    deadline - std::chrono::steady_clock::now())
+                                    .count());
+    if (left <= 0) return Status(Code::kDeadlineExceeded, "sandbox init did not answer in time");
+    pollfd pfd{fd, POLLIN, 0};
+    int rc = ::poll(&pfd, 1, left);
+    if (rc < 0 && errno != EINTR) return Status::fromErrno(errno, "poll the sandbox init");
+    if (rc <= 0) continue;
+    char c = 0;
+    ssize_t n = ::recv(fd, &c, 1, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == ECONNRESET) return false;
+    if (n < 0) return Status::fromErrno(errno, "read from the sandbox init");
+    if (n == 0) return false;
+    if (c != want) return internalError(std::string("unexpected byte from the sandbox init: ") + c);
+    return true;
+  }
+}
+
+// Maps ids 0..65535 of the sandbox's user namespace onto [base, base + 65536) on the host.
+Status writeIdMaps(pid_t pid, uint32_t base) {
+  const std::string line =
+      "0 " + std::to_string(base) + " " + std::to_string(TenantIdMap::kRangeSize) + "\n";
+  for (const char* map : {"uid_map", "gid_map"}) {
+    std::string path = "/proc/" + std::to_string(pid) + "/" + map;
+    Status st = writeControlFile(path, line);
+    if (!st.isOk()) return st.withContext("write " + path);
+  }
+  return Status::ok();
 }
 
 Status reap(int pidfd, siginfo_t* out) {
@@ -329,6 +377,7 @@ struct HostOps {
   std::vector<ChildOp> systemOps;  // /usr, /bin, /lib..., /etc
   std::vector<ChildOp> devOps;     // /proc, /dev
   UniqueFd initImage;              // sealed memfd holding stratus-sandbox-init
+  std::string seccompHex;          // the seccomp program, hex for init's argv ("-": none)
 };
 
 // Copies the embedded init binary into a sealed, executable memfd (exec'd with execveat).
@@ -363,7 +412,10 @@ struct ProcessSandboxBackend::HostLayout : HostOps {};
 ProcessSandboxBackend::ProcessSandboxBackend(ProcessSandboxOptions options,
                                              std::unique_ptr<CgroupDriver> cgroups,
                                              std::unique_ptr<const HostLayout> host)
-    : options_(std::move(options)), cgroups_(std::move(cgroups)), host_(std::move(host)) {}
+    : options_(std::move(options)),
+      tenantIds_(options_.tenantIds),
+      cgroups_(std::move(cgroups)),
+      host_(std::move(host)) {}
 
 ProcessSandboxBackend::~ProcessSandboxBackend() {
   // Sandboxes may outlive the backend; their cgroups then keep the parent (rmdir says EBUSY).
@@ -398,6 +450,19 @@ Result<std::unique_ptr<ProcessSandboxBackend>> ProcessSandboxBackend::create(
   auto host = std::make_unique<HostLayout>();
   buildHostLayout(*host);
   ASSIGN_OR_RETURN(host->initImage, makeInitImage());
+  host->seccompHex = "-";
+  if (options.seccomp) {
+    ASSIGN_OR_RETURN(std::string prog, buildSeccompProgram());
+    static constexpr char kHex[] = "0123456789abcdef";
+    host->seccompHex.clear();
+    for (unsigned char c : prog) {
+      host->seccompHex += kHex[c >> 4];
+      host->seccompHex += kHex[c & 15];
+    }
+  }
+  if (!options.tenantIds) {
+    ASSIGN_OR_RETURN(options.tenantIds, TenantIdMap::open({}));
+  }
   return std::unique_ptr<ProcessSandboxBackend>(
       new ProcessSandboxBackend(std::move(options), std::move(cgroups), std::move(host)));
 }
@@ -443,6 +508,31 @@ void buildHostLayout(HostOps& layout) {
     // sandbox's processes.
     b.mkdir("proc");
     b.mount("proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+    // runc's masks: files that leak host memory, keys or kernel internals read as /dev/null,
+    // directories of host hardware are hidden under an empty read-only tmpfs, and the knobs
+    // that change the host (sysctls, sysrq, irq affinity) are read-only. Only what this
+    // kernel has (the list depends on its config).
+    constexpr unsigned long kProcFlags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    for (const char* f : {"kcore", "keys", "timer_list", "timer_stats", "sched_debug",
+                          "latency_stats", "interrupts"}) {
+      std::string host = std::string("/proc/") + f;
+      if (hostKind(host, false) == HostKind::kFile) {
+        b.bindOver("/dev/null", std::string("proc/") + f, kProcFlags);
+      }
+    }
+    for (const char* d : {"acpi", "asound", "scsi"}) {
+      std::string host = std::string("/proc/") + d;
+      if (hostKind(host, false) == HostKind::kDir) {
+        b.mount("tmpfs", std::string("proc/") + d, MS_RDONLY | kProcFlags, "size=4k,nr_inodes=1");
+      }
+    }
+    for (const char* p : {"bus", "fs", "irq", "sys", "sysrq-trigger"}) {
+      std::string host = std::string("/proc/") + p;
+      HostKind k = hostKind(host, false);
+      if (k == HostKind::kDir || k == HostKind::kFile) {
+        b.bindOver(std::string("proc/") + p, std::string("proc/") + p, kProcFlags);
+      }
+    }
     b.mkdir("dev");
     // Not nodev: the bind-mounted device nodes below keep their own (host) mount flags anyway,
     // and nothing inside can mknod.
@@ -473,13 +563,23 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
     return invalidArgument("sandbox " + spec.id + ": cwd must be absolute");
   }
   if (spec.uid == 0 || spec.gid == 0) {
-    // Without a user namespace (yet), uid 0 inside is root on the host with all capabilities.
+    // Without a user namespace uid 0 inside is root on the host with all capabilities; with one,
+    // it would hold every capability of the namespace. The command never needs either.
     return invalidArgument("sandbox " + spec.id + ": uid/gid 0 is not allowed");
   }
   if (spec.memoryBytes < 0 || spec.tmpfsBytes <= 0 || spec.pidsMax < 0) {
     return invalidArgument("sandbox " + spec.id + ": negative limit");
   }
   const std::string ctx = "create sandbox " + spec.id;
+  uint32_t idBase = 0;
+  if (options_.userNamespace) {
+    auto base = tenantIds_->hostIdBase(spec.tenant);
+    if (!base) return base.status().withContext(ctx);
+    idBase = *base;
+    if (spec.uid >= TenantIdMap::kRangeSize || spec.gid >= TenantIdMap::kRangeSize) {
+      return invalidArgument(ctx + ": uid/gid must be below 65536 inside a user namespace");
+    }
+  }
 
   // ---- host-side state: <stateDir>/<id>/root (the sandbox object owns it from here on).
   fs::path dir = options_.stateDir / spec.id;
@@ -505,7 +605,9 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   PlanStorage st;
   st.ops.reserve(host_->systemOps.size() + host_->devOps.size() + 32 + 4 * spec.mounts.size());
   PlanBuilder b(st.strings, st.ops);
-  const std::string tmpData = "mode=1777,size=" + std::to_string(spec.tmpfsBytes);
+  // The inode cap keeps a flood of empty files from pinning unbounded kernel memory.
+  const std::string tmpData = "mode=1777,size=" + std::to_string(spec.tmpfsBytes) + ",nr_inodes=" +
+                              std::to_string(std::max<int64_t>(4096, spec.tmpfsBytes / 8192));
   // First of all the child joins its cgroup (v1), so that everything it allocates from here on
   // is charged there; the parent otherwise moves it (addProcess) before releasing the command.
   for (const auto& f : attach) {
@@ -624,6 +726,11 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   arg(std::to_string(spec.uid));
   arg(std::to_string(spec.gid));
   arg(spec.cwd);
+  uint32_t initFlags = sandbox_internal::kInitCgroupNs;
+  if (options_.userNamespace) initFlags |= sandbox_internal::kInitUserNs;
+  arg(std::to_string(initFlags));
+  arg(std::to_string(std::max<int64_t>(0, spec.openFilesMax)));
+  st.argv.push_back(const_cast<char*>(host_->seccompHex.c_str()));
   arg(std::to_string(execPaths.size()));
   for (auto& p : execPaths) arg(std::move(p));
   for (const auto& a : spec.argv) arg(a);
@@ -668,15 +775,29 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   // Without self-attach files the parent moves the child into the cgroup (the child sets up its
   // root meanwhile, and waits for the go byte before spawning the command). On failure, closing
   // the socket without the byte makes the child exit.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kSetupTimeoutMs);
   Status moved;
   if (attach.empty()) moved = sandbox->cgroup_->addProcess(sandbox->pid_);
-  if (moved.isOk() && ::send(syncW.get(), "g", 1, MSG_NOSIGNAL) != 1) {
+  if (moved.isOk() && ::send(syncW.get(), &sandbox_internal::kSyncGo, 1, MSG_NOSIGNAL) != 1) {
     moved = Status::fromErrno(errno, "release the child");
   }
-  syncW.reset();
+  // User namespace: init has unshared it and waits for its id maps. Only we (CAP_SETUID on the
+  // host) may map a whole range. EOF instead means init failed; its error follows below.
+  if (moved.isOk() && options_.userNamespace) {
+    Result<bool> asked = waitForByte(syncW.get(), sandbox_internal::kSyncUserNs, deadline);
+    if (!asked) return asked.status().withContext(ctx);
+    if (*asked) {
+      Status mapped = writeIdMaps(sandbox->pid_, idBase);
+      if (!mapped.isOk()) return mapped.withContext(ctx);
+      if (::send(syncW.get(), &sandbox_internal::kSyncMapped, 1, MSG_NOSIGNAL) != 1) {
+        moved = Status::fromErrno(errno, "release the child");
+      }
+    }
+  }
+  // syncW stays open until the command has exec'd: init re-arms its parent-death signal after
+  // changing its ids and then checks that we are still there.
 
   // ---- wait for execve (EOF) or a ChildError.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kSetupTimeoutMs);
   ChildError err{};
   size_t got = 0;
   for (;;) {
@@ -742,6 +863,21 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
         break;
       case kStepInitArgs:
         what = "parse the sandbox init's arguments";
+        break;
+      case kStepUnshare:
+        what = "unshare the user and cgroup namespaces";
+        break;
+      case kStepUserIds:
+        what = "become root of the user namespace";
+        break;
+      case kStepCapabilities:
+        what = "clear the capability bounding set";
+        break;
+      case kStepRlimits:
+        what = "set rlimits";
+        break;
+      case kStepSeccomp:
+        what = "install the seccomp filter";
         break;
       default:
         what = "step " + std::to_string(err.step);

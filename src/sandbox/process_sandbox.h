@@ -1,7 +1,9 @@
-// ProcessSandboxBackend: sandboxes made of Linux namespaces (pid, mount, ipc, uts, net), a
-// cgroup per sandbox (v1 or v2, detected), pivot_root into a read-only root assembled from
-// read-only bind mounts of the host's system directories, /code read-only, a size-limited
-// tmpfs /tmp, a fresh /proc and a minimal /dev. See docs/sandbox.md.
+// ProcessSandboxBackend: sandboxes made of Linux namespaces (pid, mount, ipc, uts, net, and --
+// hardened -- user and cgroup), a cgroup per sandbox (v1 or v2, detected), pivot_root into a
+// read-only root assembled from read-only bind mounts of the host's system directories, /code
+// read-only, a size-limited tmpfs /tmp, a fresh /proc with runc's masks and a minimal /dev; the
+// command runs without capabilities (empty bounding set), with NO_NEW_PRIVS, rlimits and a
+// seccomp deny-list. See docs/sandbox.md.
 //
 // Thread-safety: create() may be called from several threads. Sandboxes must be created from a
 // thread that lives as long as they do (PR_SET_PDEATHSIG fires when the creating *thread* exits).
@@ -13,6 +15,7 @@
 
 #include "sandbox/cgroup.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/tenant_ids.h"
 
 namespace stratus {
 
@@ -28,6 +31,13 @@ struct ProcessSandboxOptions {
   // mount).
   std::filesystem::path cgroupRoot = "/sys/fs/cgroup";
   int cgroupVersion = 0;
+  // Hardening (docs/sandbox.md). userNamespace: a user namespace per sandbox whose ids
+  // 0..65535 map onto the tenant's host range (tenantIds; null: an in-memory map of the
+  // backend's own) -- plus a cgroup namespace. seccomp: the deny-list of seccomp_filter.h.
+  // Both on by default; off only to measure what they cost.
+  bool userNamespace = true;
+  bool seccomp = true;
+  std::shared_ptr<TenantIdMap> tenantIds;
 };
 
 class ProcessSandboxBackend final : public SandboxBackend {
@@ -39,12 +49,15 @@ class ProcessSandboxBackend final : public SandboxBackend {
   // Kills processes and removes cgroups and state directories left by an earlier run of this
   // host (after kill -9). Call once at startup before creating sandboxes.
   Status sweepLeftovers();
+  // The host uid/gid ranges of tenants (user namespaces), e.g. to chown a tenant's code cache.
+  TenantIdMap& tenantIds() { return *tenantIds_; }
 
  private:
   struct HostLayout;  // the host's system directories, resolved once (process_sandbox.cc)
   ProcessSandboxBackend(ProcessSandboxOptions options, std::unique_ptr<CgroupDriver> cgroups,
                         std::unique_ptr<const HostLayout> host);
   ProcessSandboxOptions options_;
+  std::shared_ptr<TenantIdMap> tenantIds_;
   std::unique_ptr<CgroupDriver> cgroups_;
   std::unique_ptr<const HostLayout> host_;
 };

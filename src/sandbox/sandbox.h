@@ -59,6 +59,12 @@ struct SandboxSpec {
   // uid/gid the command runs as inside the sandbox (unprivileged, no capabilities).
   uid_t uid = 65534;
   gid_t gid = 65534;
+  // The tenant that owns the sandbox. With user namespaces (ProcessSandboxOptions) its ids map
+  // onto the tenant's own host uid/gid range: sandboxes of different tenants never share a host
+  // uid. Sandboxes created before their tenant is known (a shared pool) all use the "" range.
+  std::string tenant;
+  // RLIMIT_NOFILE of the command (capped at the worker's hard limit); cores are never dumped.
+  int64_t openFilesMax = 4096;
 };
 
 struct ExitInfo {

@@ -18,8 +18,11 @@
 // ChildError{step, errno} on a pipe; the pipe reaching EOF without a record means the command
 // was exec'd.
 //
-// Hardening (user namespaces, seccomp, capability bounding set) slots in as further ops before
-// pivot_root and further steps in init's command spawn.
+// Hardening: the /proc masks are further ops before pivot_root; the user and cgroup namespaces
+// are unshared by init once it is in its cgroup (so the mount, pid and network namespaces stay
+// owned by the host's user namespace: root of the sandbox's user namespace has no power over
+// them); the capability bounding set, rlimits and the seccomp filter are set in the command
+// right before its execve.
 #pragma once
 
 #include <sys/types.h>
@@ -69,7 +72,24 @@ enum ExecStep : int32_t {
   kStepOomScore = -10,
   kStepExecInit = -11,
   kStepInitArgs = -12,
+  kStepUnshare = -13,       // init: unshare(CLONE_NEWUSER | CLONE_NEWCGROUP)
+  kStepUserIds = -14,       // init: become root of the new user namespace
+  kStepCapabilities = -15,  // command: clear the bounding and ambient capability sets
+  kStepRlimits = -16,
+  kStepSeccomp = -17,
 };
+
+// Init's hardening flags (its FLAGS argument, see init_main.cc).
+enum InitFlags : uint32_t {
+  kInitUserNs = 1,    // unshare a user namespace; the worker writes its uid/gid maps
+  kInitCgroupNs = 2,  // unshare a cgroup namespace (after the worker moved us into the cgroup)
+};
+
+// Bytes on the sync socket: worker -> init "go" (in the cgroup), init -> worker "user namespace
+// created", worker -> init "maps written".
+constexpr char kSyncGo = 'g';
+constexpr char kSyncUserNs = 'u';
+constexpr char kSyncMapped = 'm';
 
 struct ChildError {
   int32_t step;  // index into ChildPlan::ops, or an ExecStep
