@@ -52,6 +52,9 @@ struct InvokeResult {
   int64_t initDurationUs = 0;   // cold start cost paid by this call (0 when warm)
   bool coldStart = false;
   int64_t memoryPeakBytes = 0;
+  // CPU time (user + system) the instance's sandbox used while this call ran; with
+  // instanceConcurrency > 1, overlapping calls each see the instance's whole CPU of their window.
+  int64_t cpuTimeNs = 0;
   std::string instanceId;
 };
 
