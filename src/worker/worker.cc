@@ -42,6 +42,8 @@ constexpr size_t kLogTailBytes = 4 << 10;
 constexpr Duration kExitGrace = std::chrono::milliseconds(500);
 // Custom runtimes: how often to retry connecting to the port while the server starts.
 constexpr Duration kConnectRetry = std::chrono::milliseconds(3);
+// pids a sandbox gets beyond one per call in flight (the runtime's own threads, subprocesses).
+constexpr int64_t kPidsMargin = 64;
 
 int64_t micros(Duration d) {
   return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
@@ -122,11 +124,13 @@ class TaskThread {
  public:
   TaskThread() : thread_([this] { run(); }) {}
   ~TaskThread() { stopAndJoin(); }
-  void push(std::function<void()> fn) {
+  // urgent: runs before every non-urgent task queued (a request-path sandbox creation must not
+  // wait behind pool refills); FIFO among urgent tasks.
+  void push(std::function<void()> fn, bool urgent = false) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!stopping_) {
-        tasks_.push_back(std::move(fn));
+        (urgent ? urgent_ : tasks_).push_back(std::move(fn));
         fn = nullptr;
       }
     }
@@ -159,18 +163,20 @@ class TaskThread {
       std::function<void()> fn;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
-        if (tasks_.empty()) return;
-        fn = std::move(tasks_.front());
-        tasks_.pop_front();
+        cv_.wait(lock, [this] { return stopping_ || !tasks_.empty() || !urgent_.empty(); });
+        auto& q = urgent_.empty() ? tasks_ : urgent_;
+        if (q.empty()) return;
+        fn = std::move(q.front());
+        q.pop_front();
       }
       fn();
     }
   }
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;  // GUARDED_BY(mu_)
-  bool stopping_ = false;                    // GUARDED_BY(mu_)
+  std::deque<std::function<void()>> tasks_;   // GUARDED_BY(mu_)
+  std::deque<std::function<void()>> urgent_;  // GUARDED_BY(mu_)
+  bool stopping_ = false;                     // GUARDED_BY(mu_)
   std::thread thread_;
 };
 
@@ -214,6 +220,12 @@ struct Instance {
   std::string id;
   FunctionSpec fn;
   bool custom = false;
+  // Warm pool: a blank sandbox (no function yet) waiting in pool slot poolKey; fromPool once a
+  // start took it. poolBytes: what it counts against the pool's memory budget.
+  bool blank = false;
+  bool fromPool = false;
+  std::string poolKey;
+  int64_t poolBytes = 0;
   std::filesystem::path dir;  // <stateDir>/<id>
   State state = State::kCreating;
   std::atomic<bool> cancelled{false};  // read by the spawner: skip creating it
@@ -277,6 +289,18 @@ class Worker::Impl {
     loop_->start();
     spawner_ = std::make_unique<TaskThread>();
     accepting_ = true;
+    if (options_.pool.enabled) {
+      loop_->post([this] {
+        for (const auto& [runtime, memoryMb] : options_.pool.prewarm) {
+          if (runtime::kindOf(runtime) != runtime::Kind::kFrameProtocol) continue;
+          PoolSlot& slot = pool_[poolKeyOf(runtime, memoryMb)];
+          slot.runtime = runtime;
+          slot.memoryMb = memoryMb;
+          slot.minSize = options_.pool.minPerKey;
+        }
+        poolTick();
+      });
+    }
   }
 
   ~Impl() { shutdown(); }
@@ -340,6 +364,9 @@ class Worker::Impl {
       shuttingDown_ = true;
       std::vector<std::shared_ptr<Instance>> all;
       for (auto& [id, inst] : instances_) all.push_back(inst);
+      for (auto& [id, inst] : blanks_) all.push_back(inst);
+      if (poolTimer_ != 0) loop_->cancelTimer(poolTimer_);
+      poolTimer_ = 0;
       for (auto& inst : all) abortInstance(inst, "worker is shutting down");
     });
     // 2. Creations already queued or running finish (cancelled ones are skipped) and post their
@@ -380,6 +407,33 @@ class Worker::Impl {
       done(alreadyExists("instance " + id + " already exists"));
       return;
     }
+    if (options_.pool.enabled) {
+      if (!poolable(fn)) {
+        ++stats_.bypassed;
+      } else {
+        const std::string key = poolKeyOf(fn.runtime, fn.memoryMb);
+        PoolSlot& slot = pool_[key];
+        slot.runtime = fn.runtime;
+        slot.memoryMb = fn.memoryMb;
+        slot.demand.push_back(clock_.now());
+        InstancePtr blank;
+        while (!slot.warm.empty() && !blank) {
+          blank = slot.warm.front();
+          slot.warm.pop_front();
+          if (blank->state != State::kStarting) blank = nullptr;  // (defensive) died meanwhile
+        }
+        if (blank) {
+          ++stats_.hits;
+          takeFromPool(blank, id, fn, codeDir, std::move(done));
+          refill(key);
+          publishPoolStats();
+          return;
+        }
+        ++stats_.misses;
+        refill(key);
+      }
+      publishPoolStats();
+    }
     auto inst = std::make_shared<Instance>();
     inst->id = id;
     inst->fn = fn;
@@ -388,9 +442,205 @@ class Worker::Impl {
     inst->startDone = std::move(done);
     instances_[id] = inst;
     count_ = instances_.size();
-    spawner_->push([this, inst, codeDir] { createOnSpawner(inst, codeDir); });
+    spawner_->push([this, inst, codeDir] { createOnSpawner(inst, codeDir); }, /*urgent=*/true);
   }
 
+  // ---------------------------------------------------------------------------------------------
+  // Warm pool (loop thread).
+
+  struct PoolSlot {
+    std::string runtime;
+    int memoryMb = 128;
+    int minSize = 0;               // prewarmed keys keep this many even without demand
+    std::deque<InstancePtr> warm;  // said hello, waiting for a function
+    int creating = 0;              // launched, no hello yet
+    std::deque<TimePoint> demand;  // poolable starts within the demand window
+    int failures = 0;              // consecutive blanks that died before their hello
+    TimePoint backoffUntil{};
+  };
+
+  static std::string poolKeyOf(const std::string& runtime, int memoryMb) {
+    return runtime + "/" + std::to_string(memoryMb);
+  }
+
+  bool poolable(const FunctionSpec& fn) const {
+    if (runtime::kindOf(fn.runtime) != runtime::Kind::kFrameProtocol) return false;
+    if (fn.runtime != "python3" && fn.runtime != "nodejs") return false;
+    if (int64_t{fn.instanceConcurrency} + kPidsMargin > options_.pidsMax) return false;
+    for (const auto& [k, v] : fn.environmentVariables) {
+      // Read by the interpreter or libc at process start: a pooled runtime started without them.
+      if ((k.starts_with("PYTHON") && k != "PYTHONPATH") || k.starts_with("NODE_") ||
+          k.starts_with("LD_") || k.starts_with("LC_") || k == "LANG" || k == "TZ" ||
+          k.starts_with("UV_") || k.starts_with("MALLOC_") || k.starts_with("GLIBC_") ||
+          k.starts_with("OPENSSL_")) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // What a blank sandbox of a key is started as: the runtime with no function.
+  static FunctionSpec blankFunction(const PoolSlot& slot) {
+    FunctionSpec fn;
+    fn.runtime = slot.runtime;
+    fn.memoryMb = slot.memoryMb;
+    return fn;
+  }
+
+  // Until a blank has said hello its memory is unknown; count this much.
+  static int64_t estimatedBlankBytes(const std::string& runtime) {
+    return runtime == "nodejs" ? (48LL << 20) : (12LL << 20);
+  }
+
+  size_t targetSize(PoolSlot& slot) {
+    const TimePoint horizon = clock_.now() - options_.pool.demandWindow;
+    while (!slot.demand.empty() && slot.demand.front() < horizon) slot.demand.pop_front();
+    const size_t want = std::max<size_t>(slot.demand.size(), static_cast<size_t>(slot.minSize));
+    return std::min<size_t>(want, static_cast<size_t>(std::max(0, options_.pool.maxPerKey)));
+  }
+
+  // Launches blank sandboxes up to the slot's target (within the budget and the creation cap) and
+  // destroys warm ones beyond it.
+  void refill(const std::string& key) {
+    if (shuttingDown_ || !options_.pool.enabled) return;
+    auto it = pool_.find(key);
+    if (it == pool_.end()) return;
+    PoolSlot& slot = it->second;
+    const size_t target = targetSize(slot);
+    while (slot.warm.size() > target) {
+      InstancePtr extra = slot.warm.front();  // the oldest
+      slot.warm.pop_front();
+      abortInstance(extra, "pool shrinks");
+    }
+    const int64_t estimate = estimatedBlankBytes(slot.runtime);
+    while (slot.warm.size() + static_cast<size_t>(slot.creating) < target &&
+           poolCreating_ < options_.pool.maxCreating &&
+           stats_.bytes + estimate <= options_.pool.memoryBudgetBytes &&
+           clock_.now() >= slot.backoffUntil) {
+      launchBlank(key, slot, estimate);
+    }
+  }
+
+  void launchBlank(const std::string& key, PoolSlot& slot, int64_t estimate) {
+    auto inst = std::make_shared<Instance>();
+    inst->id = "w-" + randomHex(6);
+    inst->blank = true;
+    inst->poolKey = key;
+    inst->poolBytes = estimate;
+    inst->fn = blankFunction(slot);
+    inst->dir = options_.stateDir / inst->id;
+    slot.creating++;
+    poolCreating_++;
+    stats_.bytes += estimate;
+    blanks_[inst->id] = inst;
+    publishPoolStats();
+    spawner_->push([this, inst] { createOnSpawner(inst, {}); });
+  }
+
+  // A blank said hello: it is warm.
+  void blankReady(const InstancePtr& inst) {
+    auto it = pool_.find(inst->poolKey);
+    if (it == pool_.end()) return abortInstance(inst, "pool slot gone");
+    PoolSlot& slot = it->second;
+    slot.creating--;
+    poolCreating_--;
+    slot.failures = 0;
+    const int64_t measured = inst->sandbox->usage().memoryCurrentBytes;
+    if (measured > 0) {
+      stats_.bytes += measured - inst->poolBytes;
+      inst->poolBytes = measured;
+    }
+    slot.warm.push_back(inst);
+    publishPoolStats();
+    SLOG_DEBUG("pool {}: blank {} warm in {} us ({} KB)", inst->poolKey, inst->id,
+               micros(clock_.now() - inst->createStart), inst->poolBytes >> 10);
+    refillAll();
+  }
+
+  // A blank is being torn down (died, shrunk, shutdown) or was taken by a start.
+  void leavePool(Instance& inst, bool taken) {
+    if (!inst.blank) return;
+    inst.blank = false;
+    blanks_.erase(inst.id);
+    stats_.bytes -= inst.poolBytes;
+    auto it = pool_.find(inst.poolKey);
+    if (it != pool_.end()) {
+      PoolSlot& slot = it->second;
+      if (!inst.gotHello) {
+        slot.creating--;
+        poolCreating_--;
+        if (!taken) {
+          // Died before its hello: back off so that a broken runtime does not spin the spawner.
+          slot.failures = std::min(slot.failures + 1, 6);
+          slot.backoffUntil = clock_.now() + std::chrono::milliseconds(250 << slot.failures);
+        }
+      } else {
+        auto w = std::find_if(slot.warm.begin(), slot.warm.end(),
+                              [&](const InstancePtr& p) { return p.get() == &inst; });
+        if (w != slot.warm.end()) slot.warm.erase(w);
+      }
+    }
+    publishPoolStats();
+  }
+
+  void refillAll() {
+    for (auto& [key, slot] : pool_) refill(key);
+  }
+
+  // Once a second: demand ages out of the window, slots shrink or refill.
+  void poolTick() {
+    if (shuttingDown_) return;
+    refillAll();
+    for (auto it = pool_.begin(); it != pool_.end();) {  // forget idle keys nobody asks for
+      PoolSlot& slot = it->second;
+      if (slot.minSize == 0 && slot.demand.empty() && slot.warm.empty() && slot.creating == 0) {
+        it = pool_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    poolTimer_ = loop_->addTimerAfter(std::chrono::seconds(1), [this] { poolTick(); });
+  }
+
+  void takeFromPool(const InstancePtr& inst, const std::string& id, const FunctionSpec& fn,
+                    const std::filesystem::path& codeDir,
+                    std::function<void(Result<InstanceReady>)> done) {
+    leavePool(*inst, /*taken=*/true);
+    inst->id = id;
+    inst->fn = fn;
+    inst->fromPool = true;
+    inst->startDone = std::move(done);
+    inst->createStart = clock_.now();
+    instances_[id] = inst;
+    count_ = instances_.size();
+    auto log = logSinkFor(fn);
+    if (!log.isOk()) return failStart(inst, log.status());
+    inst->log = std::move(log).value();
+    if (!codeDir.empty()) {
+      Status st = inst->sandbox->attachCode(codeDir);
+      if (!st.isOk()) return failStart(inst, st.withContext("start instance " + id));
+    }
+    inst->createdAt = clock_.now();
+    sendLoad(inst);
+  }
+
+  void publishPoolStats() {
+    std::lock_guard<std::mutex> lock(statsMu_);
+    size_t warm = 0;
+    for (const auto& [key, slot] : pool_) warm += slot.warm.size();
+    stats_.warm = warm;
+    stats_.creating = static_cast<size_t>(std::max(0, poolCreating_));
+    publishedStats_ = stats_;
+  }
+
+ public:
+  WarmPoolStats poolStats() const {
+    std::lock_guard<std::mutex> lock(statsMu_);
+    WarmPoolStats s = publishedStats_;
+    return s;
+  }
+
+ private:
   // Spawner thread. Touches only inst's immutable fields and `cancelled`.
   void createOnSpawner(const InstancePtr& inst, const std::filesystem::path& codeDir) {
     if (inst->cancelled) return;
@@ -433,7 +683,9 @@ class Worker::Impl {
     ::fcntl(outR.get(), F_SETFL, O_NONBLOCK);
     ::fcntl(errR.get(), F_SETFL, O_NONBLOCK);
 
-    ASSIGN_OR_RETURN(out.log, logSinkFor(fn));
+    if (!inst.blank) {
+      ASSIGN_OR_RETURN(out.log, logSinkFor(fn));
+    }
 
     SandboxSpec spec;
     spec.id = inst.id;
@@ -447,7 +699,10 @@ class Worker::Impl {
     }
     spec.memoryBytes = int64_t{fn.memoryMb} << 20;
     spec.tmpfsBytes = options_.tmpfsBytes;
-    spec.pidsMax = options_.pidsMax;
+    // Python runs a thread per call in flight: a legal instanceConcurrency must never hit the
+    // pids limit of its own sandbox.
+    spec.pidsMax =
+        std::max<int64_t>(options_.pidsMax, int64_t{fn.instanceConcurrency} + kPidsMargin);
     // 1024 shares per GB of memory, like Lambda's CPU-proportional-to-memory model.
     spec.cpuShares = std::max<int64_t>(128, fn.memoryMb);
     spec.stdoutFd = outW.get();
@@ -489,6 +744,11 @@ class Worker::Impl {
     if (!c.status.isOk()) {
       auto done = std::move(inst->startDone);
       inst->state = State::kDead;
+      if (inst->blank) {
+        SLOG_WARN("pool {}: {}", inst->poolKey, c.status.toString());
+        leavePool(*inst, /*taken=*/false);
+        return;
+      }
       instances_.erase(inst->id);
       count_ = instances_.size();
       done(c.status);
@@ -562,10 +822,16 @@ class Worker::Impl {
     InstanceReady ready;
     const TimePoint now = clock_.now();
     ready.initDurationUs = micros(now - inst->createStart);
-    SLOG_DEBUG("instance {} ready in {} us: sandbox {} us, runtime hello {} us, load {} us",
-               inst->id, ready.initDurationUs, micros(inst->createdAt - inst->createStart),
-               inst->custom ? 0 : micros(inst->helloAt - inst->createdAt),
-               micros(now - (inst->custom ? inst->createdAt : inst->helloAt)));
+    ready.fromPool = inst->fromPool;
+    if (inst->fromPool) {
+      SLOG_DEBUG("instance {} ready in {} us from the pool: code attach {} us, load {} us",
+                 inst->id, ready.initDurationUs, micros(inst->createdAt - inst->createStart),
+                 micros(now - inst->createdAt));
+    } else
+      SLOG_DEBUG("instance {} ready in {} us: sandbox {} us, runtime hello {} us, load {} us",
+                 inst->id, ready.initDurationUs, micros(inst->createdAt - inst->createStart),
+                 inst->custom ? 0 : micros(inst->helloAt - inst->createdAt),
+                 micros(now - (inst->custom ? inst->createdAt : inst->helloAt)));
     auto done = std::move(inst->startDone);
     if (done) done(ready);
   }
@@ -633,25 +899,13 @@ class Worker::Impl {
         if (inst->state != State::kStarting || inst->gotHello) break;
         inst->gotHello = true;
         inst->helloAt = clock_.now();
-        const FunctionSpec& fn = inst->fn;
-        json::object meta;
-        meta["handler"] = fn.handler;
-        meta["codeDir"] = "/code";
-        meta["functionName"] = fn.name;
-        meta["memoryMb"] = fn.memoryMb;
-        meta["timeoutSec"] = fn.timeoutSec;
-        meta["initializer"] = fn.initializer;
-        json::object env;
-        for (const auto& [k, v] : fn.environmentVariables) env[k] = v;
-        meta["env"] = std::move(env);
-        send(inst, runtime::encodeFrame(FrameType::kLoad, meta));
-        if (inst->state != State::kStarting) return;
-        loop_->cancelTimer(inst->startTimer);
-        std::weak_ptr<Instance> weak = inst;
-        inst->startTimer = loop_->addTimerAfter(
-            std::chrono::seconds(fn.initializationTimeoutSec) + options_.startBudget, [this, weak] {
-              if (auto i = weak.lock()) onStartTimeout(i);
-            });
+        if (inst->blank) {  // a pooled runtime: wait for a function
+          loop_->cancelTimer(inst->startTimer);
+          inst->startTimer = 0;
+          blankReady(inst);
+          break;
+        }
+        sendLoad(inst);
         break;
       }
       case FrameType::kReady:
@@ -684,6 +938,35 @@ class Worker::Impl {
       default:
         SLOG_WARN("instance {}: unexpected frame type {}", inst->id, static_cast<int>(f.type));
     }
+  }
+
+  void sendLoad(const InstancePtr& inst) {
+    const FunctionSpec& fn = inst->fn;
+    json::object meta;
+    meta["handler"] = fn.handler;
+    meta["codeDir"] = "/code";
+    meta["functionName"] = fn.name;
+    meta["memoryMb"] = fn.memoryMb;
+    meta["timeoutSec"] = fn.timeoutSec;
+    meta["initializer"] = fn.initializer;
+    meta["instanceConcurrency"] = fn.instanceConcurrency;
+    meta["initializationTimeoutSec"] = fn.initializationTimeoutSec;
+    // The whole environment the function would have been started with: a pooled runtime was
+    // started with a blank function's, and the bootstraps apply these before loading the code.
+    json::object env;
+    for (const std::string& kv : runtime::environmentFor(fn)) {
+      const size_t eq = kv.find('=');
+      if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    meta["env"] = std::move(env);
+    send(inst, runtime::encodeFrame(FrameType::kLoad, meta));
+    if (inst->state != State::kStarting) return;
+    if (inst->startTimer != 0) loop_->cancelTimer(inst->startTimer);
+    std::weak_ptr<Instance> weak = inst;
+    inst->startTimer = loop_->addTimerAfter(
+        std::chrono::seconds(fn.initializationTimeoutSec) + options_.startBudget, [this, weak] {
+          if (auto i = weak.lock()) onStartTimeout(i);
+        });
   }
 
   void send(const InstancePtr& inst, std::string bytes) {
@@ -860,8 +1143,13 @@ class Worker::Impl {
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) return;
-      // EOF or error before a whole response.
       if (c->use == HttpConn::Use::kIdle) return closeHttpConn(*inst, c);
+      if (n == 0 && (c->use == HttpConn::Use::kCall || c->use == HttpConn::Use::kInit)) {
+        // A body delimited by the close (HTTP/1.0-style servers) is complete now.
+        auto r = c->parser.feedEof();
+        if (r.isOk() && r.value()) return onHttpResponse(inst, c);
+      }
+      // EOF or error before a whole response.
       return httpConnFailed(inst, c, n < 0 ? errno : ECONNRESET);
     }
   }
@@ -878,9 +1166,7 @@ class Worker::Impl {
   }
 
   void onHttpResponse(const InstancePtr& inst, HttpConn* c) {
-    const auto& hdrs = c->parser.headers();
-    auto conn = hdrs.find("connection");
-    const bool keepAlive = conn == hdrs.end() || conn->second != "close";
+    const bool keepAlive = c->parser.keepAlive();
     if (c->use == HttpConn::Use::kInit) {
       const int status = c->parser.status();
       if (status / 100 != 2) {
@@ -1194,6 +1480,10 @@ class Worker::Impl {
     auto it = instances_.find(inst->id);
     if (it != instances_.end() && it->second == inst) instances_.erase(it);
     count_ = instances_.size();
+    if (inst->blank) {
+      leavePool(*inst, /*taken=*/false);
+      refillAll();
+    }
     destroyLater(std::move(inst->sandbox), inst->dir);
   }
 
@@ -1307,6 +1597,14 @@ class Worker::Impl {
   // Loop thread only.
   std::unordered_map<std::string, InstancePtr> instances_;
   bool shuttingDown_ = false;
+  std::map<std::string, PoolSlot> pool_;                 // by poolKeyOf(runtime, memoryMb)
+  std::unordered_map<std::string, InstancePtr> blanks_;  // every blank, creating or warm
+  int poolCreating_ = 0;
+  EventLoop::TimerId poolTimer_ = 0;
+  WarmPoolStats stats_;
+
+  mutable std::mutex statsMu_;
+  WarmPoolStats publishedStats_;  // GUARDED_BY(statsMu_)
 
   std::mutex lostMu_;
   std::function<void(const std::string&, Status)> lostHandler_;  // GUARDED_BY(lostMu_)
@@ -1337,6 +1635,8 @@ void Worker::setInstanceLostHandler(std::function<void(const std::string&, Statu
 }
 
 size_t Worker::instanceCount() const { return impl_->instanceCount(); }
+
+WarmPoolStats Worker::poolStats() const { return impl_->poolStats(); }
 
 void Worker::shutdown() { impl_->shutdown(); }
 

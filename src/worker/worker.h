@@ -23,6 +23,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/function.h"
@@ -32,17 +34,52 @@
 
 namespace stratus {
 
+// The warm pool (issue 4): blank sandboxes per (runtime, memory size) whose runtime (python3,
+// nodejs) has started and said hello, waiting for a function. A start that finds one takes it,
+// attaches the function's code at /code (Sandbox::attachCode) and sends the load message: no
+// sandbox creation and no interpreter start on the request path. The pool is refilled on the
+// spawner thread after the request-path work queued there, sized by the cold starts seen in the
+// last `demandWindow` (between the key's minimum and maxPerKey), and bounded by memoryBudgetBytes
+// (the pooled sandboxes' measured cgroup memory).
+// Functions whose configuration must be known when the interpreter starts are never served from
+// the pool: environment variables read at startup (NODE_*, PYTHON* but PYTHONPATH, LD_*, LANG,
+// LC_*, TZ), or an instanceConcurrency needing more pids than a pooled sandbox has.
+struct WarmPoolOptions {
+  bool enabled = false;
+  // (runtime, memoryMb) keys kept at >= minPerKey blank sandboxes before any demand.
+  std::vector<std::pair<std::string, int>> prewarm = {{"python3", 128}, {"nodejs", 128}};
+  int minPerKey = 1;
+  int maxPerKey = 16;
+  int64_t memoryBudgetBytes = 512LL << 20;
+  Duration demandWindow = std::chrono::seconds(10);
+  // Blank sandboxes being created/started at once (each costs an interpreter start of CPU).
+  int maxCreating = 2;
+};
+
 struct WorkerOptions {
   std::filesystem::path stateDir;          // per-instance socket dirs
   std::filesystem::path logDir;            // per-function log files
   std::filesystem::path runtimeAssetsDir;  // runtime::installAssets() output, mounted read-only
   int64_t tmpfsBytes = 64LL << 20;
+  // pids limit of a sandbox; raised to instanceConcurrency + 64 for functions that need more (the
+  // python3 runtime runs a thread per call in flight).
   int64_t pidsMax = 128;
   Duration startBudget = std::chrono::seconds(10);  // process start + hello, before init
+  WarmPoolOptions pool;
 };
 
 struct InstanceReady {
-  int64_t initDurationUs = 0;  // sandbox creation -> handler loaded
+  int64_t initDurationUs = 0;  // start request (or sandbox creation) -> handler loaded
+  bool fromPool = false;       // a blank pooled sandbox was used
+};
+
+struct WarmPoolStats {
+  int64_t hits = 0;      // starts served by a pooled sandbox
+  int64_t misses = 0;    // poolable starts that found none
+  int64_t bypassed = 0;  // starts of functions that cannot use the pool
+  size_t warm = 0;       // blank sandboxes ready now
+  size_t creating = 0;   // blank sandboxes being created or started
+  int64_t bytes = 0;     // memory of the pooled sandboxes (measured; estimated while starting)
 };
 
 class Worker {
@@ -69,7 +106,8 @@ class Worker {
   void stopInstance(const std::string& instanceId);
   // Called when an instance dies or is recycled without stopInstance (crash, OOM, timeout).
   void setInstanceLostHandler(std::function<void(const std::string& instanceId, Status cause)> h);
-  size_t instanceCount() const;
+  size_t instanceCount() const;  // function instances (starting or ready); not pooled blanks
+  WarmPoolStats poolStats() const;
   // Stops every instance and the worker's threads. Idempotent.
   void shutdown();
 

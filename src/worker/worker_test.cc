@@ -70,13 +70,14 @@ class WorkerTest : public ::testing::Test {
     makeWorker(WorkerOptions().startBudget);
   }
 
-  void makeWorker(Duration startBudget) {
+  void makeWorker(Duration startBudget, WarmPoolOptions pool = {}) {
     if (worker_) worker_->shutdown();
     WorkerOptions wo;
     wo.stateDir = tmp_ / "state";
     wo.logDir = tmp_ / "logs";
     wo.runtimeAssetsDir = tmp_ / "assets";
     wo.startBudget = startBudget;
+    wo.pool = std::move(pool);
     worker_ = std::make_unique<Worker>(wo, *backend_, clock_);
     worker_->setInstanceLostHandler([this](const std::string& id, Status cause) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -751,6 +752,234 @@ TEST_F(WorkerTest, UnknownInstanceAndDuplicateId) {
   auto again = start("dup", fn, code);
   EXPECT_EQ(again.status().code(), Code::kAlreadyExists);
   EXPECT_EQ(worker_->instanceCount(), 1u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warm pool and delayed code mount.
+
+WarmPoolOptions poolOn() {
+  WarmPoolOptions p;
+  p.enabled = true;
+  return p;
+}
+
+// Host pids of every blank pooled sandbox ("w-..." cgroups).
+std::vector<std::pair<std::string, pid_t>> blankPids(const std::string& cgroupParent) {
+  std::vector<std::pair<std::string, pid_t>> out;
+  std::error_code ec;
+  for (const auto& e :
+       fs::directory_iterator(fs::path("/sys/fs/cgroup/memory") / cgroupParent, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!name.starts_with("w-")) continue;
+    auto text = readFile(e.path() / "cgroup.procs");
+    if (!text.isOk()) continue;
+    std::istringstream in(*text);
+    pid_t pid;
+    while (in >> pid) out.emplace_back(name, pid);
+  }
+  return out;
+}
+
+constexpr const char* kPyPoolProbe = R"(
+import os
+STATE = {"calls": 0}
+def handler(event, context):
+    STATE["calls"] += 1
+    leak = os.path.exists("/tmp/leak")
+    open("/tmp/leak", "w").close()
+    return {"data": open("data.txt").read(), "cwd": os.getcwd(), "env": os.environ.get("MY_VAR"),
+            "fc": os.environ.get("FC_FUNCTION_NAME"), "other": os.environ.get("OTHER_VAR"),
+            "calls": STATE["calls"], "leak": leak, "code": sorted(os.listdir("/code")),
+            "name": context.function_name, "mem": context.memory_limit_in_mb}
+)";
+
+constexpr const char* kJsPoolProbe = R"(
+const fs = require('fs');
+let calls = 0;
+exports.handler = async (event, context) => {
+  calls += 1;
+  const leak = fs.existsSync('/tmp/leak');
+  fs.writeFileSync('/tmp/leak', '');
+  return { data: fs.readFileSync('data.txt', 'utf8'), cwd: process.cwd(), env: process.env.MY_VAR,
+           fc: process.env.FC_FUNCTION_NAME, calls, leak, code: fs.readdirSync('/code').sort(),
+           name: context.functionName };
+};
+)";
+
+TEST_F(WorkerTest, PoolHitAttachesCodeAndLoadsTheFunction) {
+  makeWorker(WorkerOptions().startBudget, poolOn());
+  ASSERT_TRUE(waitFor([&] { return worker_->poolStats().warm == 2; }, 30s))
+      << "python3 and nodejs blanks did not warm up";
+  for (const std::string rt : {"python3", "nodejs"}) {
+    FunctionSpec fn = makeFn(rt);
+    fn.environmentVariables["MY_VAR"] = "v-" + rt;
+    auto code = writeCode(
+        {{rt == "python3" ? "index.py" : "index.js", rt == "python3" ? kPyPoolProbe : kJsPoolProbe},
+         {"data.txt", "code-of-" + rt}});
+    const auto t0 = std::chrono::steady_clock::now();
+    auto ready = start("pool-" + rt, fn, code);
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    ASSERT_TRUE(ready.isOk()) << ready.status().toString();
+    EXPECT_TRUE(ready->fromPool);
+    std::printf("%s pool hit, startInstance -> ready: %.2f ms\n", rt.c_str(), ms);
+    auto r = invoke("pool-" + rt, "{}");
+    ASSERT_TRUE(r.status.isOk()) << r.status.toString();
+    ASSERT_EQ(r.functionError, FunctionErrorKind::kNone) << r.body;
+    auto body = parseObject(r.body);
+    EXPECT_EQ(str(body, "data"), "code-of-" + rt);
+    EXPECT_EQ(str(body, "cwd"), "/code");
+    EXPECT_EQ(str(body, "env"), "v-" + rt);
+    EXPECT_EQ(str(body, "fc"), fn.name) << "reserved variables describe the function, not a blank";
+    EXPECT_EQ(str(body, "name"), fn.name);
+    EXPECT_EQ(body["leak"], json::value(false));
+  }
+  auto stats = worker_->poolStats();
+  EXPECT_EQ(stats.hits, 2);
+  EXPECT_EQ(stats.misses, 0);
+  EXPECT_EQ(worker_->instanceCount(), 2u) << "blanks are not instances";
+  // Refilled in the background.
+  EXPECT_TRUE(waitFor([&] { return worker_->poolStats().warm == 2; }, 30s));
+}
+
+TEST_F(WorkerTest, PooledInstancesShareNoState) {
+  WarmPoolOptions pool = poolOn();
+  pool.prewarm = {{"python3", 128}};
+  pool.minPerKey = 2;
+  makeWorker(WorkerOptions().startBudget, pool);
+  auto code = writeCode({{"index.py", kPyPoolProbe}, {"data.txt", "a"}});
+  auto other = writeCode({{"index.py", kPyPoolProbe}, {"data.txt", "b"}, {"secret.txt", "s"}});
+  FunctionSpec a = makeFn("python3");
+  a.environmentVariables["MY_VAR"] = "a";
+  FunctionSpec b = makeFn("python3");
+  b.environmentVariables["OTHER_VAR"] = "b-only";
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_TRUE(waitFor([&] { return worker_->poolStats().warm == 2; }, 30s));
+    const std::string ia = "ia-" + std::to_string(round), ib = "ib-" + std::to_string(round);
+    ASSERT_TRUE(start(ib, b, other).isOk());
+    ASSERT_TRUE(start(ia, a, code).isOk());
+    auto rb = parseObject(invoke(ib, "{}").body);
+    auto ra = parseObject(invoke(ia, "{}").body);
+    // Each instance: its own code only, its own env only, a fresh /tmp, fresh module state.
+    EXPECT_EQ(str(ra, "data"), "a");
+    EXPECT_EQ(ra["code"], parseJson(R"(["data.txt","index.py"])").value());
+    EXPECT_EQ(ra["other"], json::value(nullptr)) << "env of another pooled instance leaked";
+    EXPECT_EQ(str(rb, "other"), "b-only");
+    EXPECT_EQ(rb["env"], json::value(nullptr));
+    EXPECT_EQ(ra["leak"], json::value(false));
+    EXPECT_EQ(rb["leak"], json::value(false));
+    EXPECT_EQ(ra["calls"], json::value(1));
+    worker_->stopInstance(ia);
+    worker_->stopInstance(ib);
+    ASSERT_TRUE(waitFor([&] { return worker_->instanceCount() == 0; }));
+  }
+  EXPECT_EQ(worker_->poolStats().hits, 4);
+}
+
+TEST_F(WorkerTest, FunctionsThatNeedStartupConfigBypassThePool) {
+  makeWorker(WorkerOptions().startBudget, poolOn());
+  ASSERT_TRUE(waitFor([&] { return worker_->poolStats().warm == 2; }, 30s));
+  FunctionSpec fn = makeFn("python3");
+  fn.environmentVariables["PYTHONHASHSEED"] = "7";
+  auto code = writeCode({{"index.py",
+                          "import os\ndef handler(e, c):\n"
+                          "    return os.environ['PYTHONHASHSEED']\n"}});
+  auto ready = start("bypass", fn, code);
+  ASSERT_TRUE(ready.isOk()) << ready.status().toString();
+  EXPECT_FALSE(ready->fromPool);
+  EXPECT_EQ(invoke("bypass", "{}").body, "\"7\"");
+  FunctionSpec wide = makeFn("python3");
+  wide.instanceConcurrency = 100;  // needs more pids than a pooled sandbox has
+  ASSERT_TRUE(start("wide", wide, code).isOk());
+  auto stats = worker_->poolStats();
+  EXPECT_EQ(stats.bypassed, 2);
+  EXPECT_EQ(stats.hits, 0);
+}
+
+TEST_F(WorkerTest, PoolSizeFollowsDemandWithinTheBudget) {
+  WarmPoolOptions pool = poolOn();
+  pool.prewarm.clear();
+  pool.demandWindow = 2s;
+  makeWorker(WorkerOptions().startBudget, pool);
+  FunctionSpec fn = makeFn("python3");
+  fn.memoryMb = 192;  // a key nothing prewarms
+  auto code = writeCode({{"index.py", "def handler(e, c):\n    return 1\n"}});
+  // Three concurrent cold starts: all miss (the pool learns the key from them).
+  std::vector<std::future<Result<InstanceReady>>> starts;
+  for (int i = 0; i < 3; ++i) {
+    starts.push_back(std::async(std::launch::async,
+                                [&, i] { return start("d-" + std::to_string(i), fn, code); }));
+  }
+  for (auto& f : starts) {
+    auto ready = f.get();
+    ASSERT_TRUE(ready.isOk());
+  }
+  EXPECT_EQ(worker_->poolStats().misses + worker_->poolStats().hits, 3);
+  EXPECT_GE(worker_->poolStats().misses, 1);
+  // Three cold starts in the window: three blanks of that key.
+  ASSERT_TRUE(waitFor([&] { return worker_->poolStats().warm == 3; }, 30s));
+  auto ready = start("d-hit", fn, code);
+  ASSERT_TRUE(ready.isOk());
+  EXPECT_TRUE(ready->fromPool);
+  // No demand for a window: the pool shrinks to nothing.
+  EXPECT_TRUE(waitFor([&] { return worker_->poolStats().warm == 0; }, 15s));
+  // (An instance taken from the pool keeps its sandbox, named like a blank: stop them first.)
+  for (const char* id : {"d-0", "d-1", "d-2", "d-hit"}) worker_->stopInstance(id);
+  EXPECT_TRUE(waitFor([&] { return blankPids(cgroupParent_).empty(); }));
+
+  // A budget below one blank: nothing is pooled at all.
+  pool.prewarm = {{"python3", 128}};
+  pool.memoryBudgetBytes = 1 << 20;
+  makeWorker(WorkerOptions().startBudget, pool);
+  auto miss = start("b-0", makeFn("python3"), code);
+  ASSERT_TRUE(miss.isOk());
+  EXPECT_FALSE(miss->fromPool);
+  EXPECT_EQ(worker_->poolStats().warm + worker_->poolStats().creating, 0u);
+}
+
+TEST_F(WorkerTest, ADeadBlankIsReplaced) {
+  WarmPoolOptions pool = poolOn();
+  pool.prewarm = {{"python3", 128}};
+  makeWorker(WorkerOptions().startBudget, pool);
+  ASSERT_TRUE(waitFor([&] { return worker_->poolStats().warm == 1; }, 30s));
+  auto before = blankPids(cgroupParent_);
+  ASSERT_FALSE(before.empty());
+  for (auto& [name, pid] : before) ::kill(pid, SIGKILL);
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto now = blankPids(cgroupParent_);
+        return worker_->poolStats().warm == 1 && !now.empty() && now[0].first != before[0].first;
+      },
+      30s));
+  auto code = writeCode({{"index.py", "def handler(e, c):\n    return 2\n"}});
+  auto ready = start("after-death", makeFn("python3"), code);
+  ASSERT_TRUE(ready.isOk()) << ready.status().toString();
+  EXPECT_TRUE(ready->fromPool);
+  EXPECT_EQ(invoke("after-death", "{}").body, "2");
+  EXPECT_TRUE(lost().empty()) << "a dead blank is not a lost instance";
+}
+
+// A legal instanceConcurrency must not hit the sandbox's pids limit (python runs a thread per
+// call in flight).
+TEST_F(WorkerTest, HighConcurrencyFitsInThePidsLimit) {
+  FunctionSpec fn = makeFn("python3");
+  fn.instanceConcurrency = 160;
+  auto code = writeCode({{"index.py", R"(
+import time
+def handler(event, context):
+    time.sleep(0.3)
+    return 1
+)"}});
+  ASSERT_TRUE(start("wide", fn, code).isOk());
+  std::vector<std::future<InvokeResult>> calls;
+  for (int i = 0; i < 160; ++i) calls.push_back(invokeAsync("wide", "{}"));
+  int ok = 0;
+  for (auto& f : calls) {
+    auto r = f.get();
+    if (r.status.isOk() && r.functionError == FunctionErrorKind::kNone) ++ok;
+  }
+  EXPECT_EQ(ok, 160);
+  EXPECT_TRUE(lost().empty());
 }
 
 // Not a benchmark (that is `stratus bench`), but prints the cold-start figures for the report and
