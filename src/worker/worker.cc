@@ -193,6 +193,7 @@ struct Call {
   TimePoint start;
   uint64_t logStart = 0;
   bool wantLogTail = false;
+  int64_t cpuStartNs = 0;  // the sandbox's CPU time when the call started (accounting)
   EventLoop::TimerId timer = 0;
   EventLoop::TimerId graceTimer = 0;
   // Custom runtime: the request, kept to resend once when a reused keep-alive connection turns
@@ -233,6 +234,7 @@ struct Instance {
   TimePoint createStart;
   TimePoint createdAt;  // backend.create() returned
   TimePoint helloAt;
+  int64_t unreportedInitUs = 0;  // the cold start, reported in the first call's REPORT line
   EventLoop::TimerId startTimer = 0;
   EventLoop::TimerId connectTimer = 0;
   EventLoop::TimerId eofTimer = 0;
@@ -705,6 +707,8 @@ class Worker::Impl {
         std::max<int64_t>(options_.pidsMax, int64_t{fn.instanceConcurrency} + kPidsMargin);
     // 1024 shares per GB of memory, like Lambda's CPU-proportional-to-memory model.
     spec.cpuShares = std::max<int64_t>(128, fn.memoryMb);
+    // With user namespaces, the tenant's own host uid range (a blank pool sandbox: the "" one).
+    spec.tenant = fn.tenant;
     spec.stdoutFd = outW.get();
     spec.stderrFd = errW.get();
     out.createStart = clock_.now();
@@ -822,6 +826,7 @@ class Worker::Impl {
     InstanceReady ready;
     const TimePoint now = clock_.now();
     ready.initDurationUs = micros(now - inst->createStart);
+    inst->unreportedInitUs = ready.initDurationUs;
     ready.fromPool = inst->fromPool;
     if (inst->fromPool) {
       SLOG_DEBUG("instance {} ready in {} us from the pool: code attach {} us, load {} us",
@@ -1310,6 +1315,7 @@ class Worker::Impl {
     call.start = clock_.now();
     call.logStart = inst->logTotal;
     call.wantLogTail = req.wantLogTail;
+    if (inst->sandbox) call.cpuStartNs = inst->sandbox->usage().cpuTimeNs;
     std::weak_ptr<Instance> weak = inst;
     call.timer = loop_->addTimerAfter(std::chrono::seconds(inst->fn.timeoutSec), [this, weak, rid] {
       if (auto i = weak.lock()) onCallTimeout(i, rid);
@@ -1345,12 +1351,28 @@ class Worker::Impl {
   void fillAccounting(Instance& inst, const Call& call, InvokeResult& r) {
     r.instanceId = inst.id;
     r.durationUs = micros(clock_.now() - call.start);
-    if (inst.sandbox) r.memoryPeakBytes = inst.sandbox->usage().memoryPeakBytes;
+    if (inst.sandbox) {
+      ResourceUsage u = inst.sandbox->usage();
+      r.memoryPeakBytes = u.memoryPeakBytes;
+      r.cpuTimeNs = std::max<int64_t>(0, u.cpuTimeNs - call.cpuStartNs);
+    }
     if (call.wantLogTail) {
       // The runtime writes its log lines before the result frame; take what is in the pipes.
       drainPipes(inst);
       r.logTail = logTail(inst, call.logStart);
     }
+    // The per-invocation record, in the function's own log like Lambda's REPORT line.
+    std::string report = fmt::format(
+        "REPORT RequestId: {}\tInstance: {}\tDuration: {:.2f} ms\tCPU Time: {:.2f} ms\t"
+        "Memory Size: {} MB\tMax Memory Used: {} MB",
+        call.requestId, inst.id, r.durationUs / 1e3, r.cpuTimeNs / 1e6, inst.fn.memoryMb,
+        (r.memoryPeakBytes + (1 << 20) - 1) >> 20);
+    if (inst.unreportedInitUs > 0) {
+      report += fmt::format("\tInit Duration: {:.2f} ms", inst.unreportedInitUs / 1e3);
+      inst.unreportedInitUs = 0;
+    }
+    report += '\n';
+    appendLog(inst, report);
   }
 
   void onCallTimeout(const InstancePtr& inst, const std::string& rid) {
