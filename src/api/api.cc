@@ -125,6 +125,7 @@ HttpResponse invokeResponse(const InvokeResult& res, const std::string& runtime,
   if (wantLogTail) r.headers["x-fc-log-result"] = base64Encode(res.logTail);
   r.headers["x-fc-invocation-duration"] = formatMs(res.durationUs);
   r.headers["x-fc-max-memory-usage"] = formatMb(res.memoryPeakBytes);
+  r.headers["x-fc-cpu-time"] = formatMs(res.cpuTimeNs / 1000);
   if (res.coldStart) r.headers["x-fc-init-duration"] = formatMs(res.initDurationUs);
   if (!res.instanceId.empty()) r.headers["x-fc-instance-id"] = res.instanceId;
   r.headers["x-fc-cold-start"] = res.coldStart ? "true" : "false";
