@@ -107,7 +107,7 @@ Result<std::filesystem::path> CodeCache::acquire(const std::string& sha256) {
 }
 
 std::filesystem::path CodeCache::pathFor(const std::string& sha256) {
-  auto p = acquire(sha256);
+  auto p = host_->extract(sha256);
   if (p) return *p;
   SLOG_ERROR("code {}: {}", sha256, p.status().toString());
   return root_ / sha256;

@@ -261,14 +261,15 @@ Result<std::string> HostCodeCache::fetchIndex(const std::string& sha) {
   return remote;
 }
 
-Status HostCodeCache::load(const std::string& sha, Pack& p) {
-  // Code unpacked by an earlier version (or the full tier) is local already.
-  const auto tree = options_.treeRoot / sha;
+namespace {
+bool isDirectory(const std::filesystem::path& p) {
   struct stat st;
-  if (::lstat(tree.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-    p.path = tree;
-    return Status::ok();
-  }
+  return ::lstat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+}  // namespace
+
+Status HostCodeCache::open(const std::string& sha, Pack& p) {
+  if (p.reader) return Status::ok();
   ASSIGN_OR_RETURN(std::string bytes, fetchIndex(sha));
   ASSIGN_OR_RETURN(PackIndex parsed, PackIndex::parse(bytes, options_.maxIndexBytes));
   if (!local_->localPath(packIndexBlob(sha))) {
@@ -298,29 +299,21 @@ Status HostCodeCache::load(const std::string& sha, Pack& p) {
                                  options_.root / "partial" / (dataSha + "-" + randomHex(4)),
                                  local_->root() / dataName));
     }
-  }
-  {
     std::lock_guard lock(mu_);
     dataFiles_[dataSha] = data;
   }
   p.index = index;
   p.data = data;
   p.reader = std::make_shared<PackReader>(index, data, 16);
+  return Status::ok();
+}
 
-  if (options_.useFuse && !fuseBroken_) {
-    auto m = PackMount::mount(p.reader, options_.mountRoot / sha, options_.fuseThreads);
-    if (m) {
-      p.mount = std::move(*m);
-      p.path = p.mount->mountPoint();
-      if (options_.backgroundDownload) data->startBackground();
-      return Status::ok();
-    }
-    fuseBroken_ = true;
-    SLOG_WARN("code packs: FUSE unusable ({}); falling back to full extraction",
-              m.status().toString());
-  }
+Result<std::filesystem::path> HostCodeCache::extractTree(const std::string& sha, Pack& p) {
+  const auto tree = options_.treeRoot / sha;
+  if (isDirectory(tree)) return tree;
+  RETURN_IF_ERROR(open(sha, p));
   // Full tier: everything local first, then a plain tree.
-  RETURN_IF_ERROR(data->downloadAll());
+  RETURN_IF_ERROR(p.data->downloadAll());
   const auto tmp = options_.treeRoot / (".tmp-" + randomHex(8));
   RETURN_IF_ERROR(extractPack(*p.reader, tmp));
   if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, tree.c_str(), RENAME_NOREPLACE) != 0) {
@@ -330,31 +323,51 @@ Status HostCodeCache::load(const std::string& sha, Pack& p) {
       return Status::fromErrno(err, "rename " + tmp.string() + " into " + tree.string());
     }
   }
-  p.path = tree;
-  return Status::ok();
+  return tree;
+}
+
+Result<std::filesystem::path> HostCodeCache::load(const std::string& sha, Pack& p) {
+  if (p.mount) return p.mount->mountPoint();
+  // Code extracted by an earlier version or by the full tier is local already.
+  if (isDirectory(options_.treeRoot / sha)) return options_.treeRoot / sha;
+  if (options_.useFuse && !fuseBroken_) {
+    RETURN_IF_ERROR(open(sha, p));
+    auto m = PackMount::mount(p.reader, options_.mountRoot / sha, options_.fuseThreads);
+    if (m) {
+      p.mount = std::move(*m);
+      if (options_.backgroundDownload) p.data->startBackground();
+      return p.mount->mountPoint();
+    }
+    fuseBroken_ = true;
+    SLOG_WARN("code packs: FUSE unusable ({}); falling back to full extraction",
+              m.status().toString());
+  }
+  return extractTree(sha, p);
+}
+
+std::shared_ptr<HostCodeCache::Pack> HostCodeCache::slot(const std::string& sha) {
+  std::lock_guard lock(mu_);
+  auto& s = packs_[sha];
+  if (!s) s = std::make_shared<Pack>();
+  return s;
 }
 
 Result<std::filesystem::path> HostCodeCache::acquire(const std::string& sha) {
   if (!isSha256Hex(sha)) return invalidArgument("not a code sha256: '" + sha + "'");
-  std::shared_ptr<Pack> p;
-  {
-    std::lock_guard lock(mu_);
-    auto& slot = packs_[sha];
-    if (!slot) slot = std::make_shared<Pack>();
-    p = slot;
-  }
+  std::shared_ptr<Pack> p = slot(sha);
   std::lock_guard lock(p->mu);
-  if (!p->path.empty()) return p->path;
-  Status s = load(sha, *p);
-  if (!s) {
-    p->mount.reset();
-    p->reader.reset();
-    p->data.reset();
-    p->index.reset();
-    p->path.clear();
-    return s.withContext("load code pack " + sha);
-  }
-  return p->path;
+  auto r = load(sha, *p);
+  if (!r) return r.status().withContext("load code pack " + sha);
+  return r;
+}
+
+Result<std::filesystem::path> HostCodeCache::extract(const std::string& sha) {
+  if (!isSha256Hex(sha)) return invalidArgument("not a code sha256: '" + sha + "'");
+  std::shared_ptr<Pack> p = slot(sha);
+  std::lock_guard lock(p->mu);
+  auto r = extractTree(sha, *p);
+  if (!r) return r.status().withContext("extract code pack " + sha);
+  return r;
 }
 
 Status HostCodeCache::release(const std::string& sha) {

@@ -110,6 +110,8 @@ class HostCodeCache {
   // The directory holding pack `sha`'s tree (a FUSE mount or an extracted tree), ready to
   // bind-mount. Idempotent and cheap once done; concurrent calls for one pack share the work.
   Result<std::filesystem::path> acquire(const std::string& sha);
+  // The full tier whatever the options say: pack `sha` extracted to treeRoot/<sha>.
+  Result<std::filesystem::path> extract(const std::string& sha);
   // Unmounts / deletes pack `sha` on this host (no instance may be using it any more).
   Status release(const std::string& sha);
   // What this host holds, complete and verified: serve it to peers with a BlobServer.
@@ -126,9 +128,11 @@ class HostCodeCache {
     std::shared_ptr<CachedPackData> data;
     std::shared_ptr<PackReader> reader;
     std::unique_ptr<PackMount> mount;
-    std::filesystem::path path;  // set once ready
   };
-  Status load(const std::string& sha, Pack& p);
+  std::shared_ptr<Pack> slot(const std::string& sha);
+  Status open(const std::string& sha, Pack& p);  // index, data source, reader
+  Result<std::filesystem::path> load(const std::string& sha, Pack& p);
+  Result<std::filesystem::path> extractTree(const std::string& sha, Pack& p);
   Result<std::string> fetchIndex(const std::string& sha);
 
   std::shared_ptr<BlobStore> source_;

@@ -66,7 +66,8 @@ class CodeCache {
   Result<ImportedCode> install(std::string_view zip, const ZipLimits& limits = {});
   // The directory holding the code's tree, mounting or extracting it on first use.
   Result<std::filesystem::path> acquire(const std::string& sha256);
-  // acquire(), or (logged) the tree path it would have used when that fails.
+  // The code extracted to a plain tree at root/<sha256> (no mount: callers may delete the data
+  // dir at will); on failure (logged) the path it would have had.
   std::filesystem::path pathFor(const std::string& sha256);
   bool contains(const std::string& sha256) const;
   // Removes code no function references any more (the shared data file stays).
