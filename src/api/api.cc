@@ -1,5 +1,6 @@
 #include "api/api.h"
 
+#include <fmt/format.h>
 #include <strings.h>
 
 #include <algorithm>
@@ -13,26 +14,9 @@
 #include "common/log.h"
 
 namespace stratus {
-namespace {
-
-constexpr std::string_view kApiVersion = "2023-03-30";
 
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
-
-std::string_view defaultErrorCode(Code code) {
-  switch (code) {
-    case Code::kResourceExhausted:
-      return "TooManyRequests";
-    case Code::kUnavailable:
-    case Code::kAborted:
-      return "ServiceUnavailable";
-    case Code::kInternal:
-      return "InternalError";
-    default:
-      return codeName(code);
-  }
 }
 
 HttpResponse jsonResponse(int status, const json::value& body, const std::string& rid) {
@@ -53,14 +37,6 @@ HttpResponse methodNotAllowed(const HttpRequest& req, std::string_view allow,
   r.status = 405;
   r.headers["Allow"] = std::string(allow);
   return r;
-}
-
-// Errors of CodeCache::install: a bad zip is the user's, anything else is ours.
-HttpResponse codeError(const Status& s, const std::string& rid) {
-  if (s.code() == Code::kInvalidArgument) return errorResponse(s, rid, "InvalidCode");
-  if (s.code() == Code::kPayloadTooLarge) return errorResponse(s, rid, "PayloadTooLarge");
-  SLOG_ERROR("install code package: {}", s.toString());
-  return errorResponse(s, rid);
 }
 
 HttpResponse functionNotFound(const std::string& name, const std::string& rid) {
@@ -84,6 +60,32 @@ bool isHopByHop(std::string_view name) {
   return false;
 }
 
+namespace {
+
+constexpr std::string_view kApiVersion = "2023-03-30";
+
+std::string_view defaultErrorCode(Code code) {
+  switch (code) {
+    case Code::kResourceExhausted:
+      return "TooManyRequests";
+    case Code::kUnavailable:
+    case Code::kAborted:
+      return "ServiceUnavailable";
+    case Code::kInternal:
+      return "InternalError";
+    default:
+      return codeName(code);
+  }
+}
+
+// Errors of CodeCache::install: a bad zip is the user's, anything else is ours.
+HttpResponse codeError(const Status& s, const std::string& rid) {
+  if (s.code() == Code::kInvalidArgument) return errorResponse(s, rid, "InvalidCode");
+  if (s.code() == Code::kPayloadTooLarge) return errorResponse(s, rid, "PayloadTooLarge");
+  SLOG_ERROR("install code package: {}", s.toString());
+  return errorResponse(s, rid);
+}
+
 std::string formatMs(int64_t us) { return std::to_string((us + 500) / 1000); }
 
 std::string formatMb(int64_t bytes) {
@@ -97,10 +99,15 @@ HttpResponse invokeResponse(const InvokeResult& res, const std::string& runtime,
   if (!res.status.isOk()) {
     std::string_view code;
     if (res.status.code() == Code::kNotFound) code = "FunctionNotFound";
-    if (res.status.code() != Code::kResourceExhausted) {
+    auto retryAfter = res.headers.find("Retry-After");
+    if (retryAfter != res.headers.end()) {
+      code = res.body;  // a refusal of the front door (GuardedInvoker): its code name
+    } else if (res.status.code() != Code::kResourceExhausted) {
       SLOG_WARN("invoke {}: {}", rid, res.status.toString());
     }
-    return errorResponse(res.status, rid, code);
+    HttpResponse r = errorResponse(res.status, rid, code);
+    if (retryAfter != res.headers.end()) r.headers["Retry-After"] = retryAfter->second;
+    return r;
   }
   HttpResponse r;
   for (const auto& [k, v] : res.headers) {
@@ -173,16 +180,43 @@ HttpResponse errorResponse(const Status& status, const std::string& requestId,
   return jsonResponse(httpStatusFor(status.code()), o, requestId);
 }
 
+Api::Impl::Impl(Api& a)
+    : api(a),
+      clock(a.options_.clock != nullptr ? *a.options_.clock : systemClock),
+      wall(a.options_.wallClock != nullptr ? *a.options_.wallClock : wallClock),
+      limiter(clock),
+      guarded(a.invoker_, clock, a.options_.admission,
+              [this](const std::string& tenant) { return quotaOf(tenant); }),
+      dispatcher(
+          a.store_, guarded, wall, a.options_.async,
+          [this](const std::string& tenant, const std::string& name) {
+            return lookup(tenant, name);
+          },
+          a.options_.asyncJitter) {}
+
 Api::Api(MetadataStore& store, CodeCache& code, Invoker& invoker, ApiOptions options)
     : store_(store),
       code_(code),
       invoker_(invoker),
-      options_(options),
-      impl_(std::make_unique<Impl>(*this)) {}
+      options_(std::move(options)),
+      impl_(std::make_unique<Impl>(*this)) {
+  if (Status s = impl_->dispatcher.recover(); !s.isOk()) {
+    SLOG_ERROR("async: recover interrupted tasks: {}", s.toString());
+  }
+  if (options_.startAsyncDispatcher) impl_->dispatcher.start();
+}
 
-Api::~Api() = default;
+Api::~Api() { impl_->dispatcher.stop(); }
+
+AsyncDispatcher& Api::asyncDispatcher() { return impl_->dispatcher; }
+GuardedInvoker& Api::guardedInvoker() { return impl_->guarded; }
 
 void Api::handle(const std::string& tenant, HttpRequest req, HttpRespond respond) {
+  handle(Caller{tenant, false}, std::move(req), std::move(respond));
+}
+
+void Api::handle(const Caller& caller, HttpRequest req, HttpRespond respond) {
+  const std::string& tenant = caller.tenant;
   std::string rid;
   if (auto h = req.header("x-fc-request-id"); h && !h->empty()) {
     rid = std::string(*h);
@@ -190,7 +224,13 @@ void Api::handle(const std::string& tenant, HttpRequest req, HttpRespond respond
     rid = newRequestId();
   }
   auto segs = splitPath(req.path);
+  if (!segs.empty() && segs[0] == "admin") {
+    return respond(impl_->admin(caller, req, segs, rid));
+  }
   if (segs.size() >= 2 && segs[0] == kApiVersion && segs[1] == "functions") {
+    // Invocations also pass their function's bucket; checked in invoke() after the lookup so
+    // that an unknown function is a 404, not a 429.
+    if (auto limited = impl_->rateLimit(tenant, nullptr, rid)) return respond(std::move(*limited));
     if (segs.size() == 2) {
       if (req.method == "GET") return respond(impl_->list(tenant, req, rid));
       if (req.method == "POST") return respond(impl_->create(tenant, req, rid));
@@ -209,8 +249,93 @@ void Api::handle(const std::string& tenant, HttpRequest req, HttpRespond respond
       }
       return respond(methodNotAllowed(req, "POST", rid));
     }
+    if (segs.size() == 4 && segs[3] == "async-invoke-config") {
+      return respond(impl_->asyncConfig(tenant, name, req, rid));
+    }
+    if ((segs.size() == 4 || segs.size() == 5) && segs[3] == "async-tasks") {
+      std::string id = segs.size() == 5 ? std::string(segs[4]) : std::string();
+      return respond(impl_->asyncTasks(tenant, name, segs.size() == 5 ? &id : nullptr, req, rid));
+    }
   }
   respond(errorResponse(notFound("no API at " + req.method + " " + req.path), rid, "NotFound"));
+}
+
+// ---- limits ----
+
+TenantQuota Api::Impl::quotaOf(const std::string& tenant) {
+  {
+    std::shared_lock lock(quotaMu);
+    auto it = quotas.find(tenant);
+    if (it != quotas.end()) return it->second;
+  }
+  TenantQuota q;
+  auto t = api.store_.getTenant(tenant);
+  if (t.isOk()) {
+    q = t->quota;
+  } else if (t.status().code() != Code::kNotFound) {
+    SLOG_ERROR("read the quota of tenant {}: {}", tenant, t.status().toString());
+    return q;  // do not cache a failure
+  }
+  std::unique_lock lock(quotaMu);
+  quotas[tenant] = q;
+  return q;
+}
+
+std::optional<HttpResponse> Api::Impl::rateLimit(const std::string& tenant,
+                                                 const std::string* function,
+                                                 const std::string& rid) {
+  const TenantQuota q = quotaOf(tenant);
+  RateLimiter::Decision d;
+  std::string what;
+  if (function == nullptr) {
+    d = limiter.tryAcquire(tenant, q.requestsPerSecond, static_cast<double>(q.burst));
+    what = "tenant " + tenant + " is over its quota of " +
+           fmt::format("{:g}", q.requestsPerSecond) + " requests per second";
+  } else {
+    d = limiter.tryAcquire(tenant + "/" + *function, q.functionRequestsPerSecond, 0);
+    what = "function " + *function + " is over its quota of " +
+           fmt::format("{:g}", q.functionRequestsPerSecond) + " invocations per second";
+  }
+  if (d.allowed) return std::nullopt;
+  rateLimited.fetch_add(1, std::memory_order_relaxed);
+  HttpResponse r = errorResponse(Status(Code::kResourceExhausted, what), rid, "TooManyRequests");
+  int64_t seconds = std::chrono::duration_cast<std::chrono::seconds>(d.retryAfter +
+                                                                     std::chrono::milliseconds(999))
+                        .count();
+  r.headers["Retry-After"] = std::to_string(std::max<int64_t>(1, seconds));
+  return r;
+}
+
+std::string Api::metricsText() const {
+  AdmissionStats a = impl_->guarded.stats();
+  std::string out;
+  auto counter = [&](const char* name, const char* help, const char* type, int64_t v,
+                     const char* labels = "") {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
+           name + labels + " " + std::to_string(v) + "\n";
+  };
+  counter("stratus_rate_limited_total", "Requests refused by a tenant or function token bucket.",
+          "counter", impl_->rateLimited.load(std::memory_order_relaxed));
+  out +=
+      "# HELP stratus_admission_refused_total Invocations refused before the scheduler.\n"
+      "# TYPE stratus_admission_refused_total counter\n";
+  out += "stratus_admission_refused_total{reason=\"queue_full\"} " +
+         std::to_string(a.refusedQueueFull) + "\n";
+  out += "stratus_admission_refused_total{reason=\"tenant_limit\"} " +
+         std::to_string(a.refusedTenantLimit) + "\n";
+  out += "stratus_admission_refused_total{reason=\"breaker_open\"} " +
+         std::to_string(a.refusedBreakerOpen) + "\n";
+  counter("stratus_invocations_in_flight", "Invocations admitted and not finished.", "gauge",
+          a.inFlight);
+  counter("stratus_breaker_opens_total", "Times a function's circuit breaker opened.", "counter",
+          a.breakerOpens);
+  counter("stratus_breakers_open", "Functions whose circuit breaker is open or half-open.", "gauge",
+          a.openBreakers);
+  counter("stratus_async_accepted_total", "Async invocations stored and answered 202.", "counter",
+          impl_->asyncAccepted.load(std::memory_order_relaxed));
+  counter("stratus_async_in_flight", "Async tasks running now.", "gauge",
+          impl_->dispatcher.inFlight());
+  return out;
 }
 
 // ---- caches ----
@@ -312,6 +437,17 @@ HttpResponse Api::Impl::create(const std::string& tenant, const HttpRequest& req
   f.revision = 1;
   {
     std::lock_guard lock(mutationMu);
+    if (TenantQuota q = quotaOf(tenant); q.maxFunctions > 0) {
+      auto existing = api.store_.listFunctions(tenant);
+      if (!existing) return storeError(existing.status(), rid);
+      if (static_cast<int64_t>(existing->size()) >= q.maxFunctions) {
+        return errorResponse(
+            Status(Code::kPermissionDenied,
+                   "tenant " + tenant + " already has " + std::to_string(existing->size()) +
+                       " functions (quota maxFunctions " + std::to_string(q.maxFunctions) + ")"),
+            rid, "QuotaExceeded");
+      }
+    }
     Status s = api.store_.createFunction(f);
     if (s.code() == Code::kAlreadyExists) {
       return errorResponse(s, rid, "FunctionAlreadyExists");
@@ -379,7 +515,7 @@ HttpResponse Api::Impl::update(const std::string& tenant, const std::string& nam
     cachePut(merged);
   }
   SLOG_INFO("updated function {}/{} to revision {}", tenant, name, merged.revision);
-  api.invoker_.functionChanged(merged);
+  guarded.functionChanged(merged);
   return jsonResponse(200, functionToJson(merged), rid);
 }
 
@@ -402,7 +538,8 @@ HttpResponse Api::Impl::remove(const std::string& tenant, const std::string& nam
   SLOG_INFO("deleted function {}/{}", tenant, name);
   // The code tree stays in the CodeCache: draining instances may still have it mounted, and
   // other functions may share it. Reclaiming unreferenced trees is a later GC's job.
-  api.invoker_.functionDeleted(gone);
+  guarded.functionDeleted(gone);
+  limiter.erase(tenant + "/" + name);
   HttpResponse r;
   r.status = 204;
   r.headers["x-fc-request-id"] = rid;
@@ -411,20 +548,23 @@ HttpResponse Api::Impl::remove(const std::string& tenant, const std::string& nam
 
 void Api::Impl::invoke(const std::string& tenant, const std::string& name, HttpRequest req,
                        const std::string& rid, HttpRespond respond) {
+  bool async = false;
   if (auto type = req.header("x-fc-invocation-type"); type && !iequals(*type, "Sync")) {
-    if (iequals(*type, "Async")) {
-      return respond(errorResponse(invalidArgument("Async invocation is not supported yet"), rid));
+    if (!iequals(*type, "Async")) {
+      return respond(
+          errorResponse(invalidArgument("x-fc-invocation-type must be Sync or Async, got '" +
+                                        std::string(*type) + "'"),
+                        rid));
     }
-    return respond(
-        errorResponse(invalidArgument("x-fc-invocation-type must be Sync or Async, got '" +
-                                      std::string(*type) + "'"),
-                      rid));
+    async = true;
   }
   auto spec = lookup(tenant, name);
   if (!spec) {
     if (spec.status().code() == Code::kNotFound) return respond(functionNotFound(name, rid));
     return respond(storeError(spec.status(), rid));
   }
+  if (auto limited = rateLimit(tenant, &name, rid)) return respond(std::move(*limited));
+  if (async) return respond(invokeAsync(tenant, **spec, req, rid));
   InvokeRequest ir;
   ir.requestId = rid;
   if (auto lt = req.header("x-fc-log-type"); lt && iequals(*lt, "Tail")) ir.wantLogTail = true;
@@ -441,7 +581,7 @@ void Api::Impl::invoke(const std::string& tenant, const std::string& name, HttpR
   std::shared_ptr<const FunctionSpec> fn = std::move(*spec);
   const FunctionSpec& fnRef = *fn;
   // The callback keeps the spec alive until the call is done, whatever the invoker keeps.
-  api.invoker_.invoke(
+  guarded.invoke(
       fnRef, std::move(ir),
       [fn = std::move(fn), rid, wantLogTail, respond = std::move(respond)](InvokeResult res) {
         respond(invokeResponse(res, fn->runtime, wantLogTail, rid));

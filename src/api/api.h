@@ -1,25 +1,37 @@
 // Api: the REST API of DESIGN.md section 3 (Function Compute 3.0 shapes) over transport-neutral
-// HttpRequest/HttpResponse values.
+// HttpRequest/HttpResponse values, with the front door's per-tenant policy (docs/api.md,
+// docs/reliability.md).
 //
 //   POST   /2023-03-30/functions                     create (code.zipFile base64)
 //   GET    /2023-03-30/functions                     list (the caller's tenant only)
 //   GET    /2023-03-30/functions/{name}              get
 //   PUT    /2023-03-30/functions/{name}              update (new revision; old instances drain)
 //   DELETE /2023-03-30/functions/{name}              delete
-//   POST   /2023-03-30/functions/{name}/invocations  invoke (x-fc-invocation-type: Sync)
+//   POST   /2023-03-30/functions/{name}/invocations  invoke (x-fc-invocation-type: Sync|Async)
+//   GET|PUT|DELETE /2023-03-30/functions/{name}/async-invoke-config
+//   GET    /2023-03-30/functions/{name}/async-tasks[/{id}]
+//   POST|GET /admin/tenants, GET|PUT|DELETE /admin/tenants/{name}   (admin keys only)
+//
+// Every request of a tenant passes its token bucket (quota requestsPerSecond), every invocation
+// its function's bucket (functionRequestsPerSecond): 429 TooManyRequests with Retry-After.
+// Invocations then pass the GuardedInvoker (admission, tenant instance/memory caps, circuit
+// breaker). Async invocations are stored durably before the 202 and run by the AsyncDispatcher.
 //
 // Every platform error is a JSON body {"code": "...", "message": "..."} with the matching HTTP
 // status (errorResponse()). A function error is a 200 with x-fc-error-type. Every response
 // carries x-fc-request-id.
-// Thread-safety: handle() and authenticate() are called concurrently; respond may be called
-// from the invoker's threads.
+// Thread-safety: identify()/authenticate() and handle() are called concurrently; respond may be
+// called from the invoker's threads.
 #pragma once
 
 #include <filesystem>
 #include <memory>
 #include <string>
 
+#include "api/async_dispatcher.h"
+#include "api/guarded_invoker.h"
 #include "codepack/zip_import.h"
+#include "common/clock.h"
 #include "common/http.h"
 #include "common/invoke.h"
 #include "common/status.h"
@@ -29,20 +41,48 @@ namespace stratus {
 
 struct ApiOptions {
   ZipLimits zipLimits;
+  // Monotonic time for rate limits and breakers; nullptr: the system's steady clock.
+  const Clock* clock = nullptr;
+  // Wall time (since the Unix epoch) for async due times; nullptr: WallClock.
+  const Clock* wallClock = nullptr;
+  AdmissionOptions admission;
+  AsyncOptions async;
+  // Run async tasks on a background thread (tests drive the dispatcher by hand instead).
+  bool startAsyncDispatcher = true;
+  int64_t maxAsyncPayloadBytes = 256 << 10;  // Function Compute's async event limit
+  int64_t maxPendingAsyncTasksPerFunction = 10000;
+  // The jitter source of async backoff; nullptr: random.
+  std::function<double()> asyncJitter;
+};
+
+// Who is calling: the tenant a key belongs to, and whether the key may use /admin.
+struct Caller {
+  std::string tenant;
+  bool admin = false;
 };
 
 class Api {
  public:
   Api(MetadataStore& store, CodeCache& code, Invoker& invoker, ApiOptions options = {});
-  ~Api();
+  ~Api();  // stops the async dispatcher
 
-  // "Authorization: Bearer <key>" -> the key's tenant; kUnauthenticated when missing or wrong.
+  // "Authorization: Bearer <key>" (or x-api-key) -> its caller; kUnauthenticated when missing or
+  // wrong.
+  Result<Caller> identify(const HttpRequest& req);
+  // identify(), tenant only.
   Result<std::string> authenticate(const HttpRequest& req);
-  // Serves one authenticated request of `tenant`. respond is called exactly once.
+  // Serves one authenticated request. respond is called exactly once.
+  void handle(const Caller& caller, HttpRequest req, HttpRespond respond);
+  // A non-admin caller of `tenant`.
   void handle(const std::string& tenant, HttpRequest req, HttpRespond respond);
 
-  // First start: creates the admin key of tenant "default", stores its hash and writes the
-  // key to keyFile with mode 0600. Later starts: reads keyFile. Returns the key.
+  // Prometheus text of the front door's own counters (rate limits, admission, breakers, async).
+  std::string metricsText() const;
+  AsyncDispatcher& asyncDispatcher();
+  GuardedInvoker& guardedInvoker();
+
+  // First start: creates tenant "default" and its admin key, stores the key's hash and writes
+  // the key to keyFile with mode 0600. Later starts: reads keyFile. Returns the key.
   static Result<std::string> ensureAdminKey(MetadataStore& store,
                                             const std::filesystem::path& keyFile);
 
@@ -51,8 +91,8 @@ class Api {
   CodeCache& code_;
   Invoker& invoker_;
   ApiOptions options_;
-  // Request handlers and the in-memory caches that keep SQLite off the warm invoke path
-  // (API key hash -> tenant, (tenant, name) -> spec). Defined in api_impl.h.
+  // Request handlers, the caches that keep SQLite off the warm invoke path, the limiters, the
+  // guarded invoker and the async dispatcher. Defined in api_impl.h.
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

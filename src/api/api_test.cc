@@ -54,6 +54,48 @@ class CountingStore final : public MetadataStore {
     ++reads;
     return inner_.findApiKey(h);
   }
+  Status createTenant(const Tenant& t) override { return inner_.createTenant(t); }
+  Result<Tenant> getTenant(const std::string& n) override {
+    ++reads;
+    return inner_.getTenant(n);
+  }
+  Result<std::vector<Tenant>> listTenants() override { return inner_.listTenants(); }
+  Status updateTenant(const Tenant& t) override { return inner_.updateTenant(t); }
+  Result<std::vector<FunctionSpec>> deleteTenant(const std::string& n) override {
+    return inner_.deleteTenant(n);
+  }
+  Result<std::string> getAsyncConfig(const std::string& t, const std::string& f) override {
+    return inner_.getAsyncConfig(t, f);
+  }
+  Status putAsyncConfig(const std::string& t, const std::string& f, const std::string& c) override {
+    return inner_.putAsyncConfig(t, f, c);
+  }
+  Status deleteAsyncConfig(const std::string& t, const std::string& f) override {
+    return inner_.deleteAsyncConfig(t, f);
+  }
+  Status enqueueAsyncTask(const AsyncTask& t) override { return inner_.enqueueAsyncTask(t); }
+  Result<AsyncTask> getAsyncTask(const std::string& t, const std::string& f,
+                                 const std::string& id) override {
+    return inner_.getAsyncTask(t, f, id);
+  }
+  Result<std::vector<AsyncTask>> listAsyncTasks(const std::string& t, const std::string& f,
+                                                std::optional<AsyncTaskStatus> s,
+                                                int limit) override {
+    return inner_.listAsyncTasks(t, f, s, limit);
+  }
+  Result<std::vector<AsyncTask>> claimDueAsyncTasks(int64_t now, int limit) override {
+    return inner_.claimDueAsyncTasks(now, limit);
+  }
+  Status updateAsyncTask(const AsyncTask& t) override { return inner_.updateAsyncTask(t); }
+  Result<int64_t> requeueRunningAsyncTasks(int64_t now) override {
+    return inner_.requeueRunningAsyncTasks(now);
+  }
+  Result<std::optional<int64_t>> nextAsyncTaskDueMs() override {
+    return inner_.nextAsyncTaskDueMs();
+  }
+  Result<int64_t> countPendingAsyncTasks(const std::string& t, const std::string& f) override {
+    return inner_.countPendingAsyncTasks(t, f);
+  }
   std::atomic<int> reads{0};
 
  private:
@@ -147,6 +189,7 @@ class ApiTest : public ::testing::Test {
     ApiOptions opts;
     opts.zipLimits.maxZippedBytes = kZipLimit;
     opts.zipLimits.maxUnpackedBytes = 1 << 20;
+    opts.startAsyncDispatcher = false;
     api_ = std::make_unique<Api>(*store_, *code_, invoker_, opts);
     ASSERT_TRUE(store_->putApiKey({sha256Hex("key-a"), "tenant-a", false, ""}).isOk());
     ASSERT_TRUE(store_->putApiKey({sha256Hex("key-b"), "tenant-b", false, ""}).isOk());
@@ -678,16 +721,23 @@ TEST_F(ApiTest, InvokePlatformErrors) {
   }
 }
 
-TEST_F(ApiTest, InvokeAsyncAndBadTypeAre400) {
+TEST_F(ApiTest, InvokeAsyncIsStoredBeforeThe202AndBadTypeIs400) {
   ASSERT_EQ(create("tenant-a", "a").status, 200);
-  auto r = call("tenant-a", "POST", "/2023-03-30/functions/a/invocations", "{}",
-                {{"x-fc-invocation-type", "Async"}});
-  expectError(r, 400, "InvalidArgument");
-  EXPECT_EQ(str(parseObject(r.body), "message"), "Async invocation is not supported yet");
+  auto r = call("tenant-a", "POST", "/2023-03-30/functions/a/invocations", R"({"x":1})",
+                {{"x-fc-invocation-type", "Async"}, {"x-fc-request-id", "async-1"}});
+  EXPECT_EQ(r.status, 202) << r.body;
+  EXPECT_EQ(r.headers.at("x-fc-request-id"), "async-1");
+  // Durable before the answer: the store has it (the dispatcher is not started in this fixture
+  // or may already be running it).
+  auto t = sqlite_->getAsyncTask("tenant-a", "a", "async-1");
+  ASSERT_TRUE(t.isOk()) << t.status().toString();
+  EXPECT_EQ(t->payload, R"({"x":1})");
   expectError(call("tenant-a", "POST", "/2023-03-30/functions/a/invocations", "{}",
                    {{"x-fc-invocation-type", "Later"}}),
               400, "InvalidArgument");
-  EXPECT_TRUE(invoker_.calls.empty());
+  expectError(call("tenant-a", "POST", "/2023-03-30/functions/nope/invocations", "{}",
+                   {{"x-fc-invocation-type", "Async"}}),
+              404, "FunctionNotFound");
 }
 
 TEST_F(ApiTest, InvokeCustomRuntimeKeepsTheFunctionsResponse) {

@@ -1,4 +1,4 @@
-// Api::authenticate and Api::ensureAdminKey: API keys are random secrets; the store keeps only
+// Api::identify and Api::ensureAdminKey: API keys are random secrets; the store keeps only
 // their SHA-256, so a leaked database does not leak usable keys.
 #include <strings.h>
 
@@ -30,6 +30,11 @@ Status unauthenticated(std::string m) { return Status(Code::kUnauthenticated, st
 }  // namespace
 
 Result<std::string> Api::authenticate(const HttpRequest& req) {
+  ASSIGN_OR_RETURN(Caller c, identify(req));
+  return c.tenant;
+}
+
+Result<Caller> Api::identify(const HttpRequest& req) {
   std::string_view key;
   if (auto auth = req.header("authorization")) {
     std::string_view v = trim(*auth);
@@ -47,8 +52,8 @@ Result<std::string> Api::authenticate(const HttpRequest& req) {
   std::string hash = sha256Hex(key);
   {
     std::shared_lock lock(impl_->keyMu);
-    auto it = impl_->tenantByKeyHash.find(hash);
-    if (it != impl_->tenantByKeyHash.end()) return it->second;
+    auto it = impl_->callerByKeyHash.find(hash);
+    if (it != impl_->callerByKeyHash.end()) return it->second;
   }
   auto found = store_.findApiKey(hash);
   if (!found) {
@@ -56,13 +61,19 @@ Result<std::string> Api::authenticate(const HttpRequest& req) {
     SLOG_ERROR("look up API key: {}", found.status().toString());
     return found.status();
   }
+  Caller caller{found->tenant, found->admin};
   std::unique_lock lock(impl_->keyMu);
-  impl_->tenantByKeyHash[hash] = found->tenant;
-  return found->tenant;
+  impl_->callerByKeyHash[hash] = caller;
+  return caller;
 }
 
 Result<std::string> Api::ensureAdminKey(MetadataStore& store,
                                         const std::filesystem::path& keyFile) {
+  // The admin's tenant is a tenant like the others (quotas, listing); it cannot be deleted.
+  if (Status s = store.createTenant(Tenant{"default", {}, nowRfc3339()});
+      !s.isOk() && s.code() != Code::kAlreadyExists) {
+    return s.withContext("create tenant default");
+  }
   std::string key;
   std::error_code ec;
   if (std::filesystem::exists(keyFile, ec)) {

@@ -1,5 +1,6 @@
 // Gateway: request ids, health and metrics endpoints, authentication, and the hand-off to the
-// Api. Deliberately free of Beast/Asio (HttpServer hides them) so that it compiles quickly.
+// Api (which applies the tenant's limits). Deliberately free of Beast/Asio (HttpServer hides them)
+// so that it compiles quickly.
 //
 // Metrics are plain relaxed atomics: the hot path pays a few uncontended increments, and
 // /metrics reads a consistent-enough snapshot for Prometheus.
@@ -151,18 +152,18 @@ class Gateway::Impl {
       if (req.path == "/metrics") {
         HttpResponse r;
         r.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8";
-        r.body = metrics_->render();
+        r.body = metrics_->render() + api_.metricsText();
         finish(std::move(r));
         return;
       }
     }
 
-    Result<std::string> tenant = api_.authenticate(req);
-    if (!tenant.isOk()) {
-      finish(errorResponse(tenant.status(), requestId));
+    Result<Caller> caller = api_.identify(req);
+    if (!caller.isOk()) {
+      finish(errorResponse(caller.status(), requestId));
       return;
     }
-    api_.handle(*tenant, std::move(req), std::move(finish));
+    api_.handle(*caller, std::move(req), std::move(finish));
   }
 
   Api& api_;

@@ -1,6 +1,8 @@
-// Gateway: the front door. Wraps HttpServer, gives every request an x-fc-request-id, answers
-// GET /healthz (no key) and GET /metrics (Prometheus text), authenticates through the Api and
-// passes the request on. Later issues add per-tenant rate limits and admission control here.
+// Gateway: the front door. Wraps HttpServer (connection limits, header/body limits, slowloris
+// timeouts), gives every request an x-fc-request-id, answers GET /healthz (no key, answered on
+// the I/O thread without touching the Api, so it stays fast under overload) and GET /metrics
+// (Prometheus text, the Api's front-door counters included), authenticates through the Api and
+// passes the request on; the Api applies rate limits, admission and breakers.
 // Thread-safety: as HttpServer.
 #pragma once
 

@@ -302,18 +302,25 @@ class HttpServer::Impl {
 
   // Registers a connection for stop() for the lifetime of its coroutine (including a frame
   // destroyed unfinished when the contexts go away).
+  // The address's slot (perAddress_) was taken by the accept loop; released here.
   struct ConnRegistration {
-    ConnRegistration(Impl& impl, const std::shared_ptr<Conn>& c) : impl(impl), key(c.get()) {
+    ConnRegistration(Impl& impl, const std::shared_ptr<Conn>& c, std::string address)
+        : impl(impl), key(c.get()), address(std::move(address)) {
       std::lock_guard lock(impl.connsMu_);
       impl.conns_.emplace(key, c);
     }
     ~ConnRegistration() {
       std::lock_guard lock(impl.connsMu_);
       impl.conns_.erase(key);
+      if (auto it = impl.perAddress_.find(address);
+          it != impl.perAddress_.end() && --it->second <= 0) {
+        impl.perAddress_.erase(it);
+      }
       if (impl.conns_.empty()) impl.connsCv_.notify_all();
     }
     Impl& impl;
     Conn* key;
+    std::string address;
   };
 
   template <typename Fn>
@@ -345,8 +352,40 @@ class HttpServer::Impl {
       }
       boost::system::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
+      std::string address;
+      if (auto ep = socket.remote_endpoint(ignored); !ignored) address = ep.address().to_string();
+      std::optional<HttpResponse> refuse;
+      {
+        std::lock_guard lock(connsMu_);
+        if (static_cast<int>(conns_.size() + refusing_) >= options_.maxConnections) {
+          refuse = jsonErrorResponse(503, "ServiceUnavailable",
+                                     "the server has " + std::to_string(conns_.size()) +
+                                         " connections open (limit " +
+                                         std::to_string(options_.maxConnections) + ")");
+        } else if (perAddress_[address] >= options_.maxConnectionsPerAddress) {
+          refuse = jsonErrorResponse(429, "TooManyConnections",
+                                     "client " + address + " already has " +
+                                         std::to_string(perAddress_[address]) +
+                                         " connections open (limit " +
+                                         std::to_string(options_.maxConnectionsPerAddress) + ")");
+        }
+        if (refuse) {
+          ++refusing_;
+          ++refusedConnections_;
+          if (perAddress_[address] == 0) perAddress_.erase(address);
+        } else {
+          ++perAddress_[address];
+        }
+      }
       auto conn = std::make_shared<Conn>(std::move(socket), ctx.get_executor());
-      asio::co_spawn(ctx.get_executor(), session(std::move(conn)), asio::detached);
+      if (refuse) {
+        refuse->headers["Retry-After"] = "1";
+        asio::co_spawn(ctx.get_executor(), refuseConnection(std::move(conn), std::move(*refuse)),
+                       asio::detached);
+        continue;
+      }
+      asio::co_spawn(ctx.get_executor(), session(std::move(conn), std::move(address)),
+                     asio::detached);
     }
   }
 
@@ -362,6 +401,24 @@ class HttpServer::Impl {
         SLOG_ERROR("periodic task threw: {}", e.what());
       }
     }
+  }
+
+  // Answers a connection over a limit and closes it; bounded by a short deadline so that a
+  // client that does not read cannot keep even this alive.
+  asio::awaitable<void, Executor> refuseConnection(std::shared_ptr<Conn> conn, HttpResponse r) {
+    struct Release {
+      Impl& impl;
+      ~Release() {
+        std::lock_guard lock(impl.connsMu_);
+        --impl.refusing_;
+      }
+    } release{*this};
+    auto res = toBeast(std::move(r), 11, false, false);
+    conn->stream.expires_after(std::chrono::seconds(2));
+    co_await http::async_write(conn->stream, res, kTuple);
+    boost::system::error_code ignored;
+    conn->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    conn->stream.close();
   }
 
   asio::awaitable<void, Executor> writeAndLinger(std::shared_ptr<Conn> conn, HttpResponse r) {
@@ -383,8 +440,8 @@ class HttpServer::Impl {
     }
   }
 
-  asio::awaitable<void, Executor> session(std::shared_ptr<Conn> conn) {
-    ConnRegistration registration(*this, conn);
+  asio::awaitable<void, Executor> session(std::shared_ptr<Conn> conn, std::string address) {
+    ConnRegistration registration(*this, conn, std::move(address));
     if (stopping_.load()) co_return;
     boost::system::error_code ec;
     std::string remote;
@@ -392,6 +449,7 @@ class HttpServer::Impl {
     if (!ec) remote = rep.address().to_string() + ":" + std::to_string(rep.port());
 
     beast::flat_buffer buffer;
+    int served = 0;
     for (;;) {
       if (conn->closing) break;
       http::request_parser<http::string_body> parser;
@@ -399,12 +457,37 @@ class HttpServer::Impl {
           static_cast<uint32_t>(std::min<int64_t>(options_.maxHeaderBytes, UINT32_MAX)));
       parser.body_limit(static_cast<uint64_t>(options_.maxBodyBytes));
 
-      conn->idle = true;
-      conn->stream.expires_after(options_.idleTimeout);
+      // Idle: wait up to idleTimeout for the first byte of the next request.
+      if (buffer.size() == 0) {
+        conn->idle = true;
+        conn->stream.expires_after(options_.idleTimeout);
+        auto [iec, in] = co_await conn->stream.async_read_some(buffer.prepare(16 << 10), kTuple);
+        conn->idle = false;
+        if (iec) break;
+        buffer.commit(in);
+      }
+      // Then the whole header within headerTimeout (slowloris). Our own timer rather than the
+      // stream's expiry, which would close the socket before we can answer 408.
+      conn->stream.expires_never();
+      auto timedOut = std::make_shared<bool>(false);
+      asio::steady_timer headerTimer(conn->exec);
+      headerTimer.expires_after(options_.headerTimeout);
+      headerTimer.async_wait([conn, timedOut](boost::system::error_code ec) {
+        if (ec) return;
+        *timedOut = true;
+        boost::system::error_code ignored;
+        conn->stream.socket().cancel(ignored);
+      });
       auto [hec, hn] = co_await http::async_read_header(conn->stream, buffer, parser, kTuple);
-      conn->idle = false;
+      headerTimer.cancel();
       if (hec) {
-        if (auto r = responseForReadError(hec, options_); r && !conn->aborted) {
+        if (*timedOut && !conn->aborted) {
+          co_await writeAndLinger(
+              conn,
+              jsonErrorResponse(408, "RequestTimeout",
+                                "the request header was not complete within " +
+                                    std::to_string(toMillis(options_.headerTimeout)) + " ms"));
+        } else if (auto r = responseForReadError(hec, options_); r && !conn->aborted) {
           co_await writeAndLinger(conn, std::move(*r));
         }
         break;
@@ -417,7 +500,7 @@ class HttpServer::Impl {
               co_await asio::async_write(conn->stream, asio::buffer(kContinue), kTuple);
           if (cec) break;
         }
-        conn->stream.expires_after(options_.idleTimeout);
+        conn->stream.expires_after(options_.bodyTimeout);
         auto [bec, bn] = co_await http::async_read(conn->stream, buffer, parser, kTuple);
         if (bec) {
           if (auto r = responseForReadError(bec, options_); r && !conn->aborted) {
@@ -471,8 +554,11 @@ class HttpServer::Impl {
       }
       if (conn->aborted) break;
 
+      ++served;
       auto res = toBeast(std::move(*conn->pending), version,
-                         keepAlive && !conn->closing && !stopping_.load(), head);
+                         keepAlive && !conn->closing && !stopping_.load() &&
+                             served < options_.maxRequestsPerConnection,
+                         head);
       conn->pending.reset();
       conn->stream.expires_after(options_.idleTimeout);
       auto [wec, wn] = co_await http::async_write(conn->stream, res, kTuple);
@@ -490,6 +576,9 @@ class HttpServer::Impl {
   std::mutex connsMu_;
   std::condition_variable connsCv_;
   std::unordered_map<Conn*, std::weak_ptr<Conn>> conns_;  // GUARDED_BY(connsMu_)
+  std::unordered_map<std::string, int> perAddress_;       // GUARDED_BY(connsMu_)
+  int refusing_ = 0;                // GUARDED_BY(connsMu_): refused connections being answered
+  int64_t refusedConnections_ = 0;  // GUARDED_BY(connsMu_)
 
   std::atomic<bool> stopping_{false};
   std::mutex stopMu_;

@@ -2,12 +2,17 @@
 // header and body limits. The only component that includes Beast/Asio (they cost ~25 s per
 // translation unit): everything behind it sees common/http.h values.
 //
-// A request whose body exceeds maxBodyBytes gets 413 {"code":"PayloadTooLarge",...}; malformed
-// HTTP gets 400 and the connection closed; an idle keep-alive connection is closed after
-// idleTimeout. The handler may respond from any thread; the server serialises the write back on
-// the connection.
-// Thread-safety: start()/stop() from one owner thread; the handler is called concurrently from
-// the server's threads and must not block.
+// Limits (docs/reliability.md): a request whose body exceeds maxBodyBytes gets 413
+// {"code":"PayloadTooLarge",...}, a header over maxHeaderBytes 431; malformed HTTP gets 400 and
+// the connection closed. A connection beyond maxConnectionsPerAddress (from one client IP) gets
+// 429 TooManyConnections, beyond maxConnections 503 ServiceUnavailable, both with Retry-After and
+// closed at once. Slowloris: a connection that sent the first byte of a request must complete
+// the header within headerTimeout (else 408 RequestTimeout and close) and the body within
+// bodyTimeout; an idle keep-alive connection is closed after idleTimeout; a connection serves at
+// most maxRequestsPerConnection requests (then Connection: close), so one client cannot hold a
+// connection's share of the server forever. The handler may respond from any thread; the server
+// serialises the write back on the connection. Thread-safety: start()/stop() from one owner thread;
+// the handler is called concurrently from the server's threads and must not block.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +33,11 @@ struct HttpServerOptions {
   int64_t maxBodyBytes = 140LL << 20;  // base64 of a 100 MB zip plus JSON
   int64_t maxHeaderBytes = 64 << 10;
   Duration idleTimeout = std::chrono::seconds(60);
+  Duration headerTimeout = std::chrono::seconds(10);
+  Duration bodyTimeout = std::chrono::seconds(120);
+  int maxConnections = 10000;
+  int maxConnectionsPerAddress = 512;
+  int maxRequestsPerConnection = 10000;
 };
 
 class HttpServer {

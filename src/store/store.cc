@@ -29,11 +29,19 @@ std::optional<AsyncTaskStatus> parseAsyncTaskStatus(std::string_view name) {
   return std::nullopt;
 }
 
+namespace {
+// Whole rates print as integers ("10", not Boost.JSON's "1E1").
+json::value rate(double r) {
+  if (r == std::floor(r) && std::fabs(r) < 9e15) return static_cast<int64_t>(r);
+  return r;
+}
+}  // namespace
+
 std::string tenantQuotaToJson(const TenantQuota& q) {
   json::object o;
-  o["requestsPerSecond"] = q.requestsPerSecond;
+  o["requestsPerSecond"] = rate(q.requestsPerSecond);
   o["burst"] = q.burst;
-  o["functionRequestsPerSecond"] = q.functionRequestsPerSecond;
+  o["functionRequestsPerSecond"] = rate(q.functionRequestsPerSecond);
   o["maxConcurrentInstances"] = q.maxConcurrentInstances;
   o["maxFunctions"] = q.maxFunctions;
   o["maxTotalMemoryMb"] = q.maxTotalMemoryMb;
