@@ -111,6 +111,10 @@ Result<std::string> PackReader::readFile(uint32_t entry) {
   std::string out(static_cast<size_t>(e.size), '\0');
   ASSIGN_OR_RETURN(size_t n, read(entry, 0, out.size(), out.data()));
   out.resize(n);
+  if (std::memcmp(Sha256Hasher::of(out).data(), e.sha256, 32) != 0) {
+    return invalidArgument("corrupt code pack: " + index_->path(entry) +
+                           " fails its SHA-256 check");
+  }
   return out;
 }
 
@@ -149,8 +153,10 @@ Status extractInto(PackReader& reader, int rootFd) {
       if (::fchmod(fd.get(), mode) != 0) return Status::fromErrno(errno, "chmod " + ix.path(i));
       uint64_t off = 0;
       buf.resize(1 << 20);
+      Sha256Hasher fileHash;
       while (off < e.size) {
         ASSIGN_OR_RETURN(size_t n, reader.read(i, off, buf.size(), buf.data()));
+        fileHash.update(buf.data(), n);
         size_t w = 0;
         while (w < n) {
           ssize_t r = ::write(fd.get(), buf.data() + w, n - w);
@@ -161,6 +167,9 @@ Status extractInto(PackReader& reader, int rootFd) {
           w += static_cast<size_t>(r);
         }
         off += n;
+      }
+      if (std::memcmp(fileHash.finish().data(), e.sha256, 32) != 0) {
+        return invalidArgument("corrupt code pack: " + ix.path(i) + " fails its SHA-256 check");
       }
     }
   }
