@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "cli/client_commands.h"
+#include "codepack/codeload_bench.h"
 #include "common/json.h"
 #include "common/unique_fd.h"
 
@@ -449,6 +450,7 @@ void addBenchCommand(CLI::App& app) {
   CLI::App* bench =
       app.add_subcommand("bench", "Measure a running Stratus against same-run baselines");
   bench->require_subcommand(1);
+  addCodeloadBench(bench);
 
   struct Flags {
     InvokeBenchOptions options;
