@@ -3,7 +3,9 @@
 
 #include "cli/bench.h"
 #include "cli/client_commands.h"
+#include "cli/cluster_commands.h"
 #include "cli/up.h"
+#include "sim/sim_command.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Stratus: a self-hosted Function-as-a-Service platform", "stratus"};
@@ -11,6 +13,8 @@ int main(int argc, char** argv) {
   stratus::addUpCommand(app);
   stratus::addClientCommands(app);
   stratus::addBenchCommand(app);
+  stratus::addClusterCommands(app);
+  stratus::addSimCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

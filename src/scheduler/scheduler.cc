@@ -331,6 +331,11 @@ class Scheduler::Impl {
     return s;
   }
 
+  PlacementStats placementStats() const {
+    std::lock_guard lock(mu_);
+    return placer_.stats();
+  }
+
   size_t instanceCount(const std::string& key) const {
     std::lock_guard lock(mu_);
     auto it = fnIndex_.find(key);
@@ -552,7 +557,11 @@ class Scheduler::Impl {
     while (static_cast<int64_t>(fs.queue.size()) > static_cast<int64_t>(fs.starting) * conc) {
       if (fs.live() >= fs.ref.maxInstances) break;
       if (options_.scale == ScalePolicy::kQueueOrScale) {
-        if (fs.starting >= options_.maxConcurrentStarts || !worthStartingLocked(fs, now)) {
+        // Like TCP slow start: a function may have as many starts in flight as it has ready
+        // instances, and at least maxConcurrentStarts. A burst on a cold function ramps up in
+        // rounds instead of launching one start per call while nothing is known about it.
+        int bound = std::max(options_.maxConcurrentStarts, fs.ready);
+        if (fs.starting >= bound || !worthStartingLocked(fs, now)) {
           ++counters_.startsDeferred;
           break;
         }
@@ -1011,6 +1020,7 @@ void Scheduler::addHost(const HostSpec& host) { impl_->addHost(host); }
 void Scheduler::heartbeat(const std::string& hostId) { impl_->heartbeat(hostId); }
 void Scheduler::hostDead(const std::string& hostId) { impl_->hostDead(hostId); }
 SchedulerStats Scheduler::stats() const { return impl_->stats(); }
+PlacementStats Scheduler::placementStats() const { return impl_->placementStats(); }
 size_t Scheduler::instanceCount(const std::string& functionKey) const {
   return impl_->instanceCount(functionKey);
 }

@@ -10,8 +10,9 @@
 //                               warn about).
 //                queue-or-scale wait when a busy slot is expected to free sooner than a new
 //                               instance would be ready (per-function EWMAs of execution and
-//                               cold-start time); at most maxConcurrentStarts starts in flight
-//                               per function, so slow starts cannot snowball. A call that has
+//                               cold-start time); starts in flight per function are bounded
+//                               (max(maxConcurrentStarts, ready instances)), so slow starts
+//                               cannot snowball. A call that has
 //                               waited a whole cold-start estimate triggers a start anyway.
 //              Up to maxInstances; a queued call fails with kResourceExhausted after maxQueueWait.
 //   release    returns the slot; the oldest waiting call takes it at once.
@@ -92,7 +93,8 @@ struct SchedulerOptions {
   KeepAliveOptions keepAlivePolicy;
   Duration maxQueueWait = std::chrono::seconds(30);
   ScalePolicy scale = ScalePolicy::kQueueOrScale;
-  int maxConcurrentStarts = 16;                                // per function (queue-or-scale)
+  // Starts in flight per function (queue-or-scale): at most max(this, its ready instances).
+  int maxConcurrentStarts = 8;
   Duration defaultColdStart = std::chrono::milliseconds(100);  // before any start is measured
   double ewmaAlpha = 0.2;
   // Wait while the expected wait is below queueFactor x the cold-start estimate.
@@ -159,6 +161,7 @@ class Scheduler {
   void hostDead(const std::string& hostId);
 
   SchedulerStats stats() const;
+  PlacementStats placementStats() const;                       // O(1), unlike stats()
   size_t instanceCount(const std::string& functionKey) const;  // ready instances
   FunctionEstimates estimates(const std::string& functionKey) const;
   // Pre-warmed sandboxes each host's pool should hold per runtime: the floor, or what the
