@@ -3,7 +3,6 @@
 
 #include "cli/bench.h"
 #include "cli/client_commands.h"
-#include "cli/cluster_commands.h"
 #include "cli/up.h"
 #include "sim/sim_command.h"
 
@@ -13,7 +12,6 @@ int main(int argc, char** argv) {
   stratus::addUpCommand(app);
   stratus::addClientCommands(app);
   stratus::addBenchCommand(app);
-  stratus::addClusterCommands(app);
   stratus::addSimCommand(app);
   try {
     app.parse(argc, argv);
