@@ -3,6 +3,7 @@
 
 #include "cli/bench.h"
 #include "cli/client_commands.h"
+#include "cli/cluster_commands.h"
 #include "cli/up.h"
 #include "sim/sim_command.h"
 
@@ -12,6 +13,7 @@ int main(int argc, char** argv) {
   stratus::addUpCommand(app);
   stratus::addClientCommands(app);
   stratus::addBenchCommand(app);
+  stratus::addClusterCommands(app);
   stratus::addSimCommand(app);
   try {
     app.parse(argc, argv);
