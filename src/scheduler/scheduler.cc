@@ -87,7 +87,8 @@ struct Function {
   TimePoint idleSince = TimePoint::min();  // when inflight and queue last became empty
   uint32_t epoch = 0;                      // bumped when the function becomes active
   TimePoint queueTimerAt = TimePoint::max();
-  int runtime = kNone;  // index into the runtime table
+  TimePoint lastReleaseAt{};  // a slot last freed (healthy release)
+  int runtime = kNone;        // index into the runtime table
 
   int live() const { return static_cast<int>(instances.size()); }
   bool active() const { return inflight > 0 || !queue.empty(); }
@@ -174,6 +175,7 @@ class Scheduler::Impl {
       Instance& inst = instances_[i];
       Function& fs = functions_[inst.fn];
       TimePoint now = clock_.now();
+      if (healthy) fs.lastReleaseAt = now;
       if (healthy && lease.grantedAt != TimePoint{}) {
         fs.exec.add(static_cast<double>((now - lease.grantedAt).count()) / 1e3, options_.ewmaAlpha);
       }
@@ -583,11 +585,14 @@ class Scheduler::Impl {
     const int conc = fs.ref.concurrency;
     double coldUs = coldEstimateUs(fs);
     auto covered = static_cast<size_t>(fs.starting) * conc;
-    // The first call no start in flight will serve: if it has already waited a whole cold
-    // start, the prediction was wrong and a start now is the better bet.
+    // The first call no start in flight will serve has waited a whole cold start and no slot
+    // has freed for as long: the calls in flight take far longer than measured (or hang), so
+    // the prediction is wrong and a start now is the better bet. While slots keep freeing, a
+    // backlog is being worked through and the model below holds.
     double firstUncoveredWaitedUs =
         static_cast<double>((now - fs.queue[covered].enqueued).count()) / 1e3;
-    if (firstUncoveredWaitedUs >= coldUs) return true;
+    double sinceReleaseUs = static_cast<double>((now - fs.lastReleaseAt).count()) / 1e3;
+    if (firstUncoveredWaitedUs >= coldUs && sinceReleaseUs >= coldUs) return true;
     auto uncovered = static_cast<double>(fs.queue.size() - covered);
     double expectedWaitUs;
     if (fs.busySlots > 0) {
@@ -769,7 +774,7 @@ class Scheduler::Impl {
       // Re-evaluate when the first call no start covers has waited a cold start.
       auto cold = Duration(static_cast<int64_t>(coldEstimateUs(fs) * 1e3));
       TimePoint due = fs.queue[covered].enqueued + cold;
-      if (due > now) at = std::min(at, due);
+      at = std::min(at, due > now ? due : now + cold);  // then every cold start while it waits
     }
     if (fs.queueTimerAt <= at && fs.queueTimerAt >= now) return;
     fs.queueTimerAt = at;
