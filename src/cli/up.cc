@@ -97,6 +97,9 @@ int runUp(const UpOptions& options) {
   workerOptions.stateDir = dir / "run" / "instances";
   workerOptions.logDir = dir / "logs";
   workerOptions.runtimeAssetsDir = dir / "runtime";
+  workerOptions.pool.enabled = options.pool;
+  workerOptions.pool.maxPerKey = options.poolMaxPerKey;
+  workerOptions.pool.memoryBudgetBytes = options.poolBudgetMb << 20;
   Worker worker(workerOptions, **backend, clock);
 
   CodeCache code(dir / "code");
@@ -149,6 +152,14 @@ void addUpCommand(CLI::App& app) {
   up->add_option("--keep-alive", *keepAliveSec, "Seconds an idle instance is kept")
       ->capture_default_str();
   up->add_option("--log-level", options->logLevel, "debug | info | warn | error")
+      ->capture_default_str();
+  up->add_flag("!--no-pool", options->pool,
+               "Start every instance cold: no warm pool of pre-started python3/nodejs sandboxes");
+  up->add_option("--pool-max", options->poolMaxPerKey,
+                 "Most blank sandboxes kept per (runtime, memory size)")
+      ->capture_default_str();
+  up->add_option("--pool-budget-mb", options->poolBudgetMb,
+                 "Memory the warm pool's blank sandboxes may use in total (MB)")
       ->capture_default_str();
   up->add_flag("!--no-client-config", options->writeClientConfig,
                "Do not write the CLI's config file (endpoint and admin key)");

@@ -25,6 +25,10 @@ struct UpOptions {
   Duration keepAlive = std::chrono::minutes(10);
   std::string logLevel = "info";
   bool writeClientConfig = true;
+  // Warm pool of pre-started python3/nodejs sandboxes (WarmPoolOptions): on by default.
+  bool pool = true;
+  int poolMaxPerKey = 16;
+  int64_t poolBudgetMb = 512;
 };
 
 // Runs until SIGINT/SIGTERM, then drains and removes every sandbox. Returns the exit code.
