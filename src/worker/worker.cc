@@ -293,11 +293,12 @@ class Worker::Impl {
     accepting_ = true;
     if (options_.pool.enabled) {
       loop_->post([this] {
-        for (const auto& [runtime, memoryMb] : options_.pool.prewarm) {
-          if (runtime::kindOf(runtime) != runtime::Kind::kFrameProtocol) continue;
-          PoolSlot& slot = pool_[poolKeyOf(runtime, memoryMb)];
-          slot.runtime = runtime;
-          slot.memoryMb = memoryMb;
+        for (const auto& k : options_.pool.prewarm) {
+          if (runtime::kindOf(k.runtime) != runtime::Kind::kFrameProtocol) continue;
+          PoolSlot& slot = pool_[poolKeyOf(k.tenant, k.runtime, k.memoryMb)];
+          slot.tenant = k.tenant;
+          slot.runtime = k.runtime;
+          slot.memoryMb = k.memoryMb;
           slot.minSize = options_.pool.minPerKey;
         }
         poolTick();
@@ -413,8 +414,9 @@ class Worker::Impl {
       if (!poolable(fn)) {
         ++stats_.bypassed;
       } else {
-        const std::string key = poolKeyOf(fn.runtime, fn.memoryMb);
+        const std::string key = poolKeyOf(fn.tenant, fn.runtime, fn.memoryMb);
         PoolSlot& slot = pool_[key];
+        slot.tenant = fn.tenant;
         slot.runtime = fn.runtime;
         slot.memoryMb = fn.memoryMb;
         slot.demand.push_back(clock_.now());
@@ -451,6 +453,7 @@ class Worker::Impl {
   // Warm pool (loop thread).
 
   struct PoolSlot {
+    std::string tenant;
     std::string runtime;
     int memoryMb = 128;
     int minSize = 0;               // prewarmed keys keep this many even without demand
@@ -461,8 +464,9 @@ class Worker::Impl {
     TimePoint backoffUntil{};
   };
 
-  static std::string poolKeyOf(const std::string& runtime, int memoryMb) {
-    return runtime + "/" + std::to_string(memoryMb);
+  static std::string poolKeyOf(const std::string& tenant, const std::string& runtime,
+                               int memoryMb) {
+    return tenant + "/" + runtime + "/" + std::to_string(memoryMb);
   }
 
   bool poolable(const FunctionSpec& fn) const {
@@ -484,6 +488,7 @@ class Worker::Impl {
   // What a blank sandbox of a key is started as: the runtime with no function.
   static FunctionSpec blankFunction(const PoolSlot& slot) {
     FunctionSpec fn;
+    fn.tenant = slot.tenant;
     fn.runtime = slot.runtime;
     fn.memoryMb = slot.memoryMb;
     return fn;
@@ -707,7 +712,7 @@ class Worker::Impl {
         std::max<int64_t>(options_.pidsMax, int64_t{fn.instanceConcurrency} + kPidsMargin);
     // 1024 shares per GB of memory, like Lambda's CPU-proportional-to-memory model.
     spec.cpuShares = std::max<int64_t>(128, fn.memoryMb);
-    // With user namespaces, the tenant's own host uid range (a blank pool sandbox: the "" one).
+    // With user namespaces, the tenant's own host uid range (pool blanks belong to a tenant too).
     spec.tenant = fn.tenant;
     spec.stdoutFd = outW.get();
     spec.stderrFd = errW.get();
@@ -1619,7 +1624,7 @@ class Worker::Impl {
   // Loop thread only.
   std::unordered_map<std::string, InstancePtr> instances_;
   bool shuttingDown_ = false;
-  std::map<std::string, PoolSlot> pool_;                 // by poolKeyOf(runtime, memoryMb)
+  std::map<std::string, PoolSlot> pool_;                 // by poolKeyOf(tenant, runtime, memoryMb)
   std::unordered_map<std::string, InstancePtr> blanks_;  // every blank, creating or warm
   int poolCreating_ = 0;
   EventLoop::TimerId poolTimer_ = 0;

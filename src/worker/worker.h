@@ -34,10 +34,10 @@
 
 namespace stratus {
 
-// The warm pool (issue 4): blank sandboxes per (runtime, memory size) whose runtime (python3,
-// nodejs) has started and said hello, waiting for a function. A start that finds one takes it,
-// attaches the function's code at /code (Sandbox::attachCode) and sends the load message: no
-// sandbox creation and no interpreter start on the request path. The pool is refilled on the
+// The warm pool (issue 4): blank sandboxes per (tenant, runtime, memory size) whose runtime
+// (python3, nodejs) has started and said hello, waiting for a function. A start that finds one
+// takes it, attaches the function's code at /code (Sandbox::attachCode) and sends the load message:
+// no sandbox creation and no interpreter start on the request path. The pool is refilled on the
 // spawner thread after the request-path work queued there, sized by the cold starts seen in the
 // last `demandWindow` (between the key's minimum and maxPerKey), and bounded by memoryBudgetBytes
 // (the pooled sandboxes' measured cgroup memory).
@@ -46,8 +46,15 @@ namespace stratus {
 // LC_*, TZ), or an instanceConcurrency needing more pids than a pooled sandbox has.
 struct WarmPoolOptions {
   bool enabled = false;
-  // (runtime, memoryMb) keys kept at >= minPerKey blank sandboxes before any demand.
-  std::vector<std::pair<std::string, int>> prewarm = {{"python3", 128}, {"nodejs", 128}};
+  // Keys kept at >= minPerKey blank sandboxes before any demand. Blanks belong to a tenant (its
+  // user namespace uid range, SandboxSpec::tenant), exactly as that tenant's fresh sandboxes do:
+  // the pool is per (tenant, runtime, memory size). "default" is the all-in-one's own tenant.
+  struct Key {
+    std::string tenant;
+    std::string runtime;
+    int memoryMb = 128;
+  };
+  std::vector<Key> prewarm = {{"default", "python3", 128}, {"default", "nodejs", 128}};
   int minPerKey = 1;
   int maxPerKey = 16;
   int64_t memoryBudgetBytes = 512LL << 20;

@@ -760,6 +760,7 @@ TEST_F(WorkerTest, UnknownInstanceAndDuplicateId) {
 WarmPoolOptions poolOn() {
   WarmPoolOptions p;
   p.enabled = true;
+  p.prewarm = {{"t1", "python3", 128}, {"t1", "nodejs", 128}};  // makeFn's tenant
   return p;
 }
 
@@ -844,7 +845,7 @@ TEST_F(WorkerTest, PoolHitAttachesCodeAndLoadsTheFunction) {
 
 TEST_F(WorkerTest, PooledInstancesShareNoState) {
   WarmPoolOptions pool = poolOn();
-  pool.prewarm = {{"python3", 128}};
+  pool.prewarm = {{"t1", "python3", 128}};
   pool.minPerKey = 2;
   makeWorker(WorkerOptions().startBudget, pool);
   auto code = writeCode({{"index.py", kPyPoolProbe}, {"data.txt", "a"}});
@@ -928,7 +929,7 @@ TEST_F(WorkerTest, PoolSizeFollowsDemandWithinTheBudget) {
   EXPECT_TRUE(waitFor([&] { return blankPids(cgroupParent_).empty(); }));
 
   // A budget below one blank: nothing is pooled at all.
-  pool.prewarm = {{"python3", 128}};
+  pool.prewarm = {{"t1", "python3", 128}};
   pool.memoryBudgetBytes = 1 << 20;
   makeWorker(WorkerOptions().startBudget, pool);
   auto miss = start("b-0", makeFn("python3"), code);
@@ -939,7 +940,7 @@ TEST_F(WorkerTest, PoolSizeFollowsDemandWithinTheBudget) {
 
 TEST_F(WorkerTest, ADeadBlankIsReplaced) {
   WarmPoolOptions pool = poolOn();
-  pool.prewarm = {{"python3", 128}};
+  pool.prewarm = {{"t1", "python3", 128}};
   makeWorker(WorkerOptions().startBudget, pool);
   ASSERT_TRUE(waitFor([&] { return worker_->poolStats().warm == 1; }, 30s));
   auto before = blankPids(cgroupParent_);
