@@ -249,6 +249,7 @@ HostCodeCache::~HostCodeCache() {
     p->mount.reset();
     if (p->data) p->data->stop();
   }
+  reaper_.reset();  // after the unmounts: it finds nothing left and exits
 }
 
 Result<std::string> HostCodeCache::fetchIndex(const std::string& sha) {
@@ -332,6 +333,15 @@ Result<std::filesystem::path> HostCodeCache::load(const std::string& sha, Pack& 
   if (isDirectory(options_.treeRoot / sha)) return options_.treeRoot / sha;
   if (options_.useFuse && !fuseBroken_) {
     RETURN_IF_ERROR(open(sha, p));
+    {
+      // Mounts must not outlive this process, even when it is killed with -9.
+      std::lock_guard lock(mu_);
+      if (!reaper_) {
+        auto r = MountReaper::start(options_.mountRoot);
+        if (!r) return r.status();
+        reaper_ = std::move(*r);
+      }
+    }
     auto m = PackMount::mount(p.reader, options_.mountRoot / sha, options_.fuseThreads);
     if (m) {
       p.mount = std::move(*m);

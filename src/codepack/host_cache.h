@@ -143,6 +143,7 @@ class HostCodeCache {
   std::map<std::string, std::shared_ptr<Pack>> packs_;              // GUARDED_BY(mu_)
   std::map<std::string, std::weak_ptr<CachedPackData>> dataFiles_;  // GUARDED_BY(mu_)
   std::atomic<bool> fuseBroken_{false};
+  std::unique_ptr<MountReaper> reaper_;  // GUARDED_BY(mu_); started with the first mount
 };
 
 bool isSha256Hex(std::string_view s);

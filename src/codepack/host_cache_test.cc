@@ -315,6 +315,40 @@ TEST(HostCodeCache, UnmountsWhatAKilledPredecessorLeft) {
   EXPECT_FALSE(mountedAt(stale));
 }
 
+// kill -9 of the process serving a mount: the FUSE session dies with it, and the reaper child
+// takes the dead mount away.
+TEST(HostCodeCache, MountsDoNotOutliveAKilledProcess) {
+  REQUIRE_FUSE();
+  TempDir t;
+  Origin o(t.path());
+  const fs::path hostRoot = t.path() / "host";
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(ready[0]);
+    HostCodeCache host(o.store, at(hostRoot));
+    auto dir = host.acquire(o.sha);
+    char c = dir.isOk() && readFile(*dir / "data/small.txt").isOk() ? 'y' : 'n';
+    (void)!::write(ready[1], &c, 1);
+    for (;;) ::pause();
+  }
+  ::close(ready[1]);
+  char c = 0;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+  ASSERT_EQ(c, 'y');
+  EXPECT_TRUE(mountsUnder(hostRoot));
+  ::kill(pid, SIGKILL);
+  int status;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (mountsUnder(hostRoot) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_FALSE(mountsUnder(hostRoot)) << "a dead mount outlived its process";
+}
+
 TEST(CodeCache, InstallStoresAPackAndServesItThroughTheMount) {
   TempDir t;
   ZipWriter w;

@@ -4,10 +4,13 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -297,6 +300,91 @@ PackMount::~PackMount() {
     // detaches the mount.
     if (mounted_) fuse_session_unmount(session_);
     fuse_session_destroy(session_);
+  }
+}
+
+namespace {
+
+// Runs in the forked child: only system calls, no allocation (the parent is multi-threaded).
+[[noreturn]] void reaperMain(int readFd, const char* prefix, size_t prefixLen, char* buf,
+                             size_t bufLen) {
+  ::setsid();  // not in the parent's process group: a ^C to the server does not reach us
+  ::signal(SIGINT, SIG_IGN);
+  ::signal(SIGTERM, SIG_IGN);
+  ::signal(SIGHUP, SIG_IGN);
+  if (readFd != 0) {
+    ::dup2(readFd, 0);
+  }
+  ::syscall(SYS_close_range, 1U, ~0U, 0U);
+  char c;
+  while (::read(0, &c, 1) != 0) {
+    if (errno != EINTR && errno != EAGAIN) break;
+  }
+  int fd = ::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) ::_exit(1);
+  size_t len = 0;
+  for (ssize_t n; len < bufLen - 1 && (n = ::read(fd, buf + len, bufLen - 1 - len)) > 0;) {
+    len += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  buf[len] = '\0';
+  // Field 5 of each line is the mount point, octal-escaped; unescape in place and compare.
+  // Deeper mounts appear after their parents, so walking lines backwards unmounts children
+  // first.
+  for (size_t end = len; end > 0;) {
+    size_t start = end - 1;
+    while (start > 0 && buf[start - 1] != '\n') --start;
+    char* line = buf + start;
+    if (buf[end - 1] == '\n') buf[end - 1] = '\0';
+    char* f = line;
+    for (int field = 0; field < 4 && f != nullptr; ++field) {
+      f = std::strchr(f, ' ');
+      if (f != nullptr) ++f;
+    }
+    if (f != nullptr) {
+      char* sp = std::strchr(f, ' ');
+      if (sp != nullptr) *sp = '\0';
+      char* w = f;
+      for (char* r = f; *r != '\0'; ++r) {
+        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '7' && r[2] >= '0' && r[2] <= '7' &&
+            r[3] >= '0' && r[3] <= '7') {
+          *w++ = static_cast<char>((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+          r += 3;
+        } else {
+          *w++ = *r;
+        }
+      }
+      *w = '\0';
+      if (std::strncmp(f, prefix, prefixLen) == 0) ::umount2(f, MNT_DETACH);
+    }
+    end = start;
+  }
+  ::_exit(0);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<MountReaper>> MountReaper::start(const std::filesystem::path& root) {
+  const std::string prefix = root.lexically_normal().string() + "/";
+  std::vector<char> buf(4 << 20);  // allocated before fork: the child must not allocate
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return Status::fromErrno(errno, "pipe for the mount reaper");
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    int err = errno;
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return Status::fromErrno(err, "fork the mount reaper");
+  }
+  if (pid == 0) reaperMain(fds[0], prefix.c_str(), prefix.size(), buf.data(), buf.size());
+  ::close(fds[0]);
+  return std::unique_ptr<MountReaper>(new MountReaper(pid, fds[1]));
+}
+
+MountReaper::~MountReaper() {
+  writeFd_.reset();  // EOF: the child sweeps (nothing left after a clean shutdown) and exits
+  int status;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
 }
 

@@ -14,6 +14,8 @@
 // Thread-safe.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <filesystem>
 #include <memory>
@@ -55,6 +57,26 @@ class PackMount {
 
 // True when this host can mount FUSE filesystems (/dev/fuse opens read-write).
 bool fuseAvailable();
+
+// MountReaper: a small child process that lazily unmounts everything under `root` once this
+// process is gone (kill -9 included: the FUSE session dies with us, but its mount would stay
+// behind, answering ENOTCONN). It waits for EOF on a pipe whose only writer is this process
+// (O_CLOEXEC; forked-but-not-exec'd children keep it open too, and those die with us), then
+// parses /proc/self/mountinfo with no allocation and calls umount2(MNT_DETACH). The destructor
+// (normal shutdown, after the owner unmounted) closes the pipe and reaps the child.
+class MountReaper {
+ public:
+  static Result<std::unique_ptr<MountReaper>> start(const std::filesystem::path& root);
+  ~MountReaper();
+  MountReaper(const MountReaper&) = delete;
+  MountReaper& operator=(const MountReaper&) = delete;
+  pid_t pid() const { return pid_; }
+
+ private:
+  MountReaper(pid_t pid, int writeFd) : pid_(pid), writeFd_(writeFd) {}
+  pid_t pid_;
+  UniqueFd writeFd_;
+};
 
 // Lazily unmounts every mount whose mount point is under `root` (left by a process killed with
 // -9: its FUSE session died with it and the mount answers ENOTCONN). Returns how many.
