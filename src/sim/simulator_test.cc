@@ -56,9 +56,9 @@ TEST(SimulatorTest, EvenlySpacedShortCallsNeedExactlyOneInstance) {
 // second call of a pair wait ~50 ms for the first one's slot. (A lone call comes first so that
 // the execution time is known when the first pair arrives.)
 TEST(SimulatorTest, ClumpedArrivalsDoubleTheContainersOnlyUnderNaiveScaling) {
-  Trace t = synthetic("clumped:rate=10,seconds=60,exec-ms=50,clump=2,clump-ms=1");
-  for (auto& inv : t.invocations) inv.startUs += 1'000'000;
-  t.invocations.insert(t.invocations.begin(), Invocation{0, 50'000, 0});
+  Trace t = synthetic("clumped:rate=10,seconds=60,exec-ms=50,clump=2,clump-ms=1,warmup=1");
+  ASSERT_EQ(t.invocations[0].startUs, 0);
+  ASSERT_EQ(t.invocations[1].startUs / 1'000'000, 1);
   // A start (100 ms) takes longer than waiting for the first call of the pair (50 ms).
   SimResult naive = run(t, options(ScalePolicy::kNaive, milliseconds(100)));
   SimResult qos = run(t, options(ScalePolicy::kQueueOrScale, milliseconds(100)));

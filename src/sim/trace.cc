@@ -344,38 +344,41 @@ Result<SyntheticSpec> parseSyntheticSpec(const std::string& text) {
     if (!parseDouble(kv.substr(eq + 1), v) || v < 0) {
       return invalidArgument("synthetic option " + key + " needs a non-negative number");
     }
-    if (key == "functions")
+    if (key == "functions") {
       s.functions = std::max(1, static_cast<int>(v));
-    else if (key == "rate")
-      s.rate = v;
-    else if (key == "seconds")
-      s.seconds = v;
-    else if (key == "exec-ms")
-      s.execMs = v;
-    else if (key == "exec-exp")
-      s.execExponential = v != 0;
-    else if (key == "memory-mb")
-      s.memoryMb = static_cast<int>(v);
-    else if (key == "concurrency")
-      s.concurrency = std::max(1, static_cast<int>(v));
-    else if (key == "on")
-      s.onSeconds = v;
-    else if (key == "off")
-      s.offSeconds = v;
-    else if (key == "period")
-      s.periodSeconds = v;
-    else if (key == "amplitude")
-      s.amplitude = std::min(1.0, v);
-    else if (key == "clump")
-      s.clump = std::max(1, static_cast<int>(v));
-    else if (key == "clump-ms")
-      s.clumpMs = v;
-    else if (key == "seed")
-      s.seed = static_cast<uint64_t>(v);
-    else if (key == "tenants")
+    } else if (key == "tenants") {
       s.tenants = std::max(1, static_cast<int>(v));
-    else
+    } else if (key == "rate") {
+      s.rate = v;
+    } else if (key == "seconds") {
+      s.seconds = v;
+    } else if (key == "exec-ms") {
+      s.execMs = v;
+    } else if (key == "exec-exp") {
+      s.execExponential = v != 0;
+    } else if (key == "memory-mb") {
+      s.memoryMb = static_cast<int>(v);
+    } else if (key == "concurrency") {
+      s.concurrency = std::max(1, static_cast<int>(v));
+    } else if (key == "on") {
+      s.onSeconds = v;
+    } else if (key == "off") {
+      s.offSeconds = v;
+    } else if (key == "period") {
+      s.periodSeconds = v;
+    } else if (key == "amplitude") {
+      s.amplitude = std::min(1.0, v);
+    } else if (key == "clump") {
+      s.clump = std::max(1, static_cast<int>(v));
+    } else if (key == "clump-ms") {
+      s.clumpMs = v;
+    } else if (key == "seed") {
+      s.seed = static_cast<uint64_t>(v);
+    } else if (key == "warmup") {
+      s.warmup = v != 0;
+    } else {
       return invalidArgument("unknown synthetic option '" + key + "'");
+    }
   }
   if (s.rate <= 0) return invalidArgument("synthetic rate must be > 0");
   return s;
@@ -439,6 +442,10 @@ Trace generateSynthetic(const SyntheticSpec& spec) {
         }
       }
     }
+  }
+  if (spec.warmup) {
+    for (auto& inv : t.invocations) inv.startUs += 1'000'000;
+    for (int f = 0; f < spec.functions; ++f) t.invocations.push_back(Invocation{0, exec(), f});
   }
   sortInvocations(t);
   return t;
