@@ -40,6 +40,11 @@ Result<ImportedCode> metaFromJson(std::string_view text) {
 
 }  // namespace
 
+std::filesystem::path defaultMountRoot(const std::filesystem::path& root) {
+  const std::string key = std::filesystem::absolute(root).lexically_normal().string();
+  return std::filesystem::path("/run/stratus/codepack") / sha256Hex(key).substr(0, 16);
+}
+
 CodeCache::CodeCache(std::filesystem::path root, CodeCacheOptions options)
     : root_(std::move(root)), options_(std::move(options)) {
   origin_ =
@@ -48,7 +53,7 @@ CodeCache::CodeCache(std::filesystem::path root, CodeCacheOptions options)
   // nothing is downloaded, and extracted trees stay where earlier versions put them.
   HostCodeCacheOptions h;
   h.root = root_;
-  h.mountRoot = root_ / "mnt";
+  h.mountRoot = options_.mountRoot.empty() ? defaultMountRoot(root_) : options_.mountRoot;
   h.treeRoot = root_;
   h.useFuse = options_.useFuse;
   host_ = std::make_unique<HostCodeCache>(origin_, h);

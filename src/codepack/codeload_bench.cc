@@ -152,7 +152,7 @@ int runCodeloadBench(const CodeloadBenchOptions& options) {
 
   // Deploy: zip -> validated tree -> pack in the origin store (what POST /functions does).
   auto originStore = std::make_shared<LocalDirBlobStore>(work / "origin" / "blobs");
-  CodeCache origin(work / "origin", CodeCacheOptions{false, {}, originStore});
+  CodeCache origin(work / "origin", CodeCacheOptions{false, {}, originStore, {}});
   struct Package {
     std::string name;
     int64_t bytes;

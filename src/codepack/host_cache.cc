@@ -249,7 +249,8 @@ HostCodeCache::~HostCodeCache() {
     p->mount.reset();
     if (p->data) p->data->stop();
   }
-  reaper_.reset();  // after the unmounts: it finds nothing left and exits
+  reaper_.reset();                      // after the unmounts: it finds nothing left and exits
+  ::rmdir(options_.mountRoot.c_str());  // only if empty
 }
 
 Result<std::string> HostCodeCache::fetchIndex(const std::string& sha) {

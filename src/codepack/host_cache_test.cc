@@ -372,13 +372,13 @@ TEST(CodeCache, InstallStoresAPackAndServesItThroughTheMount) {
     EXPECT_EQ(*readFile(*dir / "index.py"), "def handler(e, c):\n    return 1\n");
     EXPECT_EQ(*readFile(*dir / "link"), randomBytes(3 << 20, 2));
     if (fuseAvailable() && ::geteuid() == 0) {
-      EXPECT_EQ(*dir, root / "mnt" / sha);
+      EXPECT_EQ(*dir, defaultMountRoot(root) / sha);
       EXPECT_TRUE(mountedAt(*dir));
     }
   }
-  EXPECT_FALSE(mountsUnder(root)) << "CodeCache left a mount behind";
+  EXPECT_FALSE(mountsUnder(defaultMountRoot(root))) << "CodeCache left a mount behind";
   // Without FUSE the same pack is extracted where earlier versions kept trees.
-  CodeCache plain(root, CodeCacheOptions{false, {}, nullptr});
+  CodeCache plain(root, CodeCacheOptions{false, {}, nullptr, {}});
   auto dir = plain.acquire(sha);
   ASSERT_TRUE(dir.isOk()) << dir.status().toString();
   EXPECT_EQ(*dir, root / sha);

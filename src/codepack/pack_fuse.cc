@@ -300,6 +300,7 @@ PackMount::~PackMount() {
     // detaches the mount.
     if (mounted_) fuse_session_unmount(session_);
     fuse_session_destroy(session_);
+    if (mounted_) ::rmdir(mountPoint_.c_str());  // fails harmlessly if still busy
   }
 }
 

@@ -48,14 +48,22 @@ Result<ImportedCode> importZip(std::string_view zip, const std::filesystem::path
 // the index ("packs/<zip sha256>.index") and the content-addressed data file
 // ("data/<data sha256>") into the blob store, by default the directory root/blobs. Worker side:
 // acquire() hands out the directory to bind-mount at /code, through a HostCodeCache over the
-// same store: a lazy FUSE view at root/mnt/<sha> (unmounted by the destructor), or an extracted
-// tree at root/<sha> where FUSE is unavailable. Identical code is stored once.
+// same store: a lazy FUSE view at <mountRoot>/<sha> (unmounted by the destructor, and by a
+// reaper child if this process is killed), or an extracted tree at root/<sha> where FUSE is
+// unavailable. Identical code is stored once.
 // Thread-safe: concurrent installs of the same zip all succeed.
 struct CodeCacheOptions {
   bool useFuse = true;  // false: the full-extraction tier only
   PackWriteOptions pack;
   std::shared_ptr<BlobStore> origin;  // default: LocalDirBlobStore(root/blobs)
+  // Where the FUSE views are mounted; default defaultMountRoot(root). Outside the data dir on
+  // purpose: a server killed with -9 leaves a dead mount until its reaper removes it, and
+  // whoever deletes the data dir right after must not trip over it.
+  std::filesystem::path mountRoot;
 };
+
+// /run/stratus/codepack/<first 16 hex of sha256(absolute root)>: one directory per code cache.
+std::filesystem::path defaultMountRoot(const std::filesystem::path& root);
 
 class CodeCache {
  public:
