@@ -391,7 +391,21 @@ void ClusterGateway::invoke(std::string tenant, std::string name, HttpRequest re
       SLOG_INFO("call {} did not reach {} ({}): retrying", rid, h->lease.instanceId,
                 outcome.result.status.message());
       lastFailure = outcome.result.status;
+      // Every other lease on that worker is as dead: give them up (not busy ones; the calls on
+      // busy ones find out by themselves).
+      std::vector<HeldPtr> sameWorker;
+      {
+        std::lock_guard lock(mu_);
+        for (auto& [k, v] : held_) {
+          for (auto& other : v) {
+            if (other != h && !other->busy && other->lease.workerUrl == h->lease.workerUrl) {
+              sameWorker.push_back(other);
+            }
+          }
+        }
+      }
       drop(h, true, false, true);
+      for (auto& other : sameWorker) drop(other, true, false, false);
       continue;
     }
     InvokeResult& res = outcome.result;
@@ -405,7 +419,10 @@ void ClusterGateway::invoke(std::string tenant, std::string name, HttpRequest re
     } else {
       giveBack(h);
     }
-    return respond(invokeResponse(res, h->lease.runtime, ir.wantLogTail, rid));
+    HttpResponse out = invokeResponse(res, h->lease.runtime, ir.wantLogTail, rid);
+    // Which worker ran the call: operators (and the failover tests) see the routing.
+    if (res.status.isOk()) out.headers["x-stratus-worker-id"] = h->lease.hostId;
+    return respond(std::move(out));
   }
   respond(errorResponse(
       Status(Code::kUnavailable,

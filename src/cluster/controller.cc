@@ -87,8 +87,19 @@ Result<std::shared_ptr<const FunctionSpec>> ClusterInvoker::lookup(const std::st
   return specs_[functionKey(tenant, name)];
 }
 
+// The scheduler places on an implicit host "local" when it has none: never let it, a cluster
+// without workers has no capacity.
+Status noWorkers() {
+  return Status(Code::kUnavailable, "no worker has joined the cluster yet");
+}
+
 void ClusterInvoker::invoke(const FunctionSpec& fn, InvokeRequest req, InvokeCallback done) {
   remember(fn);
+  if (hostCount() == 0) {
+    InvokeResult r;
+    r.status = noWorkers();
+    return done(std::move(r));
+  }
   attempt(std::make_shared<const FunctionSpec>(fn), std::move(req), std::move(done), 0);
 }
 
@@ -145,6 +156,7 @@ void ClusterInvoker::acquireLease(const std::string& tenant, const std::string& 
       return done(spec.status());
     }
     std::shared_ptr<const FunctionSpec> fn = *spec;
+    if (hostCount() == 0) return done(noWorkers());
     scheduler_->acquire(refOf(*fn), [this, fn, done = std::move(done)](Result<Lease> lease) {
       if (!lease) return done(lease.status());
       cluster::GrantedLease g;
@@ -173,21 +185,25 @@ void ClusterInvoker::acquireLease(const std::string& tenant, const std::string& 
   });
 }
 
-Status ClusterInvoker::releaseLease(const std::string& leaseId, bool healthy,
-                                    bool workerUnreachable) {
+void ClusterInvoker::releaseLease(const std::string& leaseId, bool healthy, bool workerUnreachable,
+                                  std::function<void(Status)> done) {
   Lease lease;
   {
     std::lock_guard lock(mu_);
     auto it = leases_.find(leaseId);
-    if (it == leases_.end()) return notFound("lease " + leaseId + " is not held");
+    if (it == leases_.end()) return done(notFound("lease " + leaseId + " is not held"));
     lease = it->second.lease;
     leases_.erase(it);
   }
-  scheduler_->release(lease, healthy);
-  if (workerUnreachable) {
-    pool_.post([this, host = lease.hostId] { suspect(host); });
+  if (!workerUnreachable) {
+    scheduler_->release(lease, healthy);
+    return done(Status::ok());
   }
-  return Status::ok();
+  pool_.post([this, lease, done = std::move(done)] {
+    suspect(lease.hostId);
+    scheduler_->release(lease, false);
+    done(Status::ok());
+  });
 }
 
 std::vector<std::string> ClusterInvoker::renewLeases(const std::vector<std::string>& ids) {
@@ -317,6 +333,7 @@ void ClusterInvoker::syncMembers(const std::vector<cluster::WorkerInfo>& alive) 
     spec.cpuMillis = w.cpuMillis;
     spec.maxInstances = w.maxInstances;
     scheduler_->addHost(spec);
+    scheduler_->hostDead("local");  // in case a call ever made the scheduler create it
     SLOG_INFO("worker {} joined (zone {}, {})", w.id, w.zone, w.url);
   }
 }
@@ -624,8 +641,11 @@ void Controller::handleRpc(HttpRequest req, HttpRespond respond) {
     return;
   }
   if (req.path == "/cluster/v1/release") {
-    Status s = inv->releaseLease(str("leaseId"), flag("healthy"), flag("workerUnreachable"));
-    return respond(s ? cluster::rpcJson(json::object()) : cluster::rpcError(s));
+    inv->releaseLease(str("leaseId"), flag("healthy"), flag("workerUnreachable"),
+                      [respond = std::move(respond)](Status s) {
+                        respond(s ? cluster::rpcJson(json::object()) : cluster::rpcError(s));
+                      });
+    return;
   }
   if (req.path == "/cluster/v1/renew") {
     std::vector<std::string> ids;

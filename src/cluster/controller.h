@@ -56,7 +56,11 @@ class ClusterInvoker final : public Invoker, private InstanceLauncher {
   // Gateway leases. acquire runs done on a pool thread.
   void acquireLease(const std::string& tenant, const std::string& name,
                     std::function<void(Result<cluster::GrantedLease>)> done);
-  Status releaseLease(const std::string& leaseId, bool healthy, bool workerUnreachable);
+  // workerUnreachable: the gateway could not reach the instance's worker; it is health-checked
+  // (and written off if it does not answer) before done runs, so that the caller's retry is not
+  // routed to it again. done runs on a pool thread.
+  void releaseLease(const std::string& leaseId, bool healthy, bool workerUnreachable,
+                    std::function<void(Status)> done);
   // Renews the gateway's leases; returns the ids that are not (or no longer) valid.
   std::vector<std::string> renewLeases(const std::vector<std::string>& ids);
 
