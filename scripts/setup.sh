@@ -22,8 +22,8 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libsqlite3-dev libseccomp-dev libfuse3-dev fuse3 libarchive-dev libssl-dev libzstd-dev
   libspdlog-dev libfmt-dev libcli11-dev
-  # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev wrk etcd-server
+  # tests and benchmarks; clang + libclang-rt for the libFuzzer targets (scripts/fuzz.sh)
+  libgtest-dev libgmock-dev libbenchmark-dev wrk etcd-server clang libclang-rt-14-dev
   # fuzzing the code pack reader (libFuzzer ships in libclang-rt-14-dev)
   clang libclang-rt-14-dev
   # built-in runtimes and the examples

@@ -189,7 +189,10 @@ void AsyncDispatcher::loop() {
     lock.unlock();
     runDue();
     Duration wait = options_.idlePoll;
-    if (auto next = store_.nextAsyncTaskDueMs(); next.isOk() && next->has_value()) {
+    // All slots busy: a finishing task notifies, so do not poll the store meanwhile.
+    if (inFlight() >= options_.maxInFlight) {
+      // wait stays idlePoll
+    } else if (auto next = store_.nextAsyncTaskDueMs(); next.isOk() && next->has_value()) {
       int64_t ms = **next - toMs(clock_.now());
       wait = std::clamp<Duration>(std::chrono::milliseconds(ms), std::chrono::milliseconds(1),
                                   options_.idlePoll);

@@ -377,6 +377,141 @@ void runRemove(const CommonOptions& o, const std::string& name) {
   std::printf("deleted function %s\n", name.c_str());
 }
 
+// ---- tenant (admin) ----------------------------------------------------------------------
+
+struct TenantArgs {
+  CommonOptions common;
+  std::string name;
+  double rps = 0, functionRps = 0;
+  int64_t burst = 0, maxInstances = 0, maxFunctions = 0, maxMemory = 0;
+  CLI::Option *rpsOpt = nullptr, *functionRpsOpt = nullptr, *burstOpt = nullptr,
+              *maxInstancesOpt = nullptr, *maxFunctionsOpt = nullptr, *maxMemoryOpt = nullptr;
+};
+
+void addQuotaOptions(CLI::App* cmd, TenantArgs& a) {
+  a.rpsOpt = cmd->add_option("--rps", a.rps,
+                             "Requests per second over all the tenant's API calls "
+                             "(0: no limit)");
+  a.burstOpt = cmd->add_option("--burst", a.burst, "Token bucket size (default: one second's)");
+  a.functionRpsOpt =
+      cmd->add_option("--function-rps", a.functionRps, "Invocations per second per function");
+  a.maxInstancesOpt =
+      cmd->add_option("--max-instances", a.maxInstances, "Instances busy at once, all functions");
+  a.maxFunctionsOpt = cmd->add_option("--max-functions", a.maxFunctions, "Functions");
+  a.maxMemoryOpt =
+      cmd->add_option("--max-memory", a.maxMemory, "MB of memory of the instances busy at once");
+}
+
+json::object quotaBody(const TenantArgs& a) {
+  json::object o;
+  if (a.rpsOpt->count()) o["requestsPerSecond"] = a.rps;
+  if (a.burstOpt->count()) o["burst"] = a.burst;
+  if (a.functionRpsOpt->count()) o["functionRequestsPerSecond"] = a.functionRps;
+  if (a.maxInstancesOpt->count()) o["maxConcurrentInstances"] = a.maxInstances;
+  if (a.maxFunctionsOpt->count()) o["maxFunctions"] = a.maxFunctions;
+  if (a.maxMemoryOpt->count()) o["maxTotalMemoryMb"] = a.maxMemory;
+  return o;
+}
+
+std::string quotaSummary(const json::object& t) {
+  const json::value* q = t.if_contains("quota");
+  if (!q || !q->is_object()) return "";
+  std::string out;
+  for (const auto& kv : q->as_object()) {
+    std::string v = scalar(&kv.value());
+    if (v == "0") continue;
+    if (!out.empty()) out += " ";
+    out += std::string(kv.key()) + "=" + v;
+  }
+  return out.empty() ? "(no limits)" : out;
+}
+
+void runTenantCreate(TenantArgs& a) {
+  Client client(a.common);
+  json::object body = quotaBody(a);
+  body["name"] = a.name;
+  HttpResponse r = client.call("POST", "/admin/tenants", json::serialize(body));
+  if (a.common.json) return printBody(r.body);
+  json::object t = parseObjectOrDie(r);
+  std::printf("created tenant %s\n", field(t, "name").c_str());
+  std::printf("  quota    %s\n", quotaSummary(t).c_str());
+  std::printf("  api key  %s\n", field(t, "apiKey").c_str());
+  std::printf("  (the key is shown only now; the server keeps only its hash)\n");
+}
+
+void runTenantList(const CommonOptions& o) {
+  Client client(o);
+  HttpResponse r = client.call("GET", "/admin/tenants", {});
+  if (o.json) return printBody(r.body);
+  json::object page = parseObjectOrDie(r);
+  std::printf("%-24s  %-22s  %s\n", "NAME", "CREATED", "QUOTA");
+  if (auto* ts = page.if_contains("tenants"); ts && ts->is_array()) {
+    for (const auto& v : ts->as_array()) {
+      if (!v.is_object()) continue;
+      const auto& t = v.as_object();
+      std::printf("%-24s  %-22s  %s\n", field(t, "name").c_str(), field(t, "createdTime").c_str(),
+                  quotaSummary(t).c_str());
+    }
+  }
+}
+
+void runTenantSet(TenantArgs& a) {
+  Client client(a.common);
+  HttpResponse r =
+      client.call("PUT", "/admin/tenants/" + encodeSegment(a.name), json::serialize(quotaBody(a)));
+  if (a.common.json) return printBody(r.body);
+  json::object t = parseObjectOrDie(r);
+  std::printf("tenant %s: %s\n", field(t, "name").c_str(), quotaSummary(t).c_str());
+}
+
+void runTenantRemove(const CommonOptions& o, const std::string& name) {
+  Client client(o);
+  HttpResponse r = client.call("DELETE", "/admin/tenants/" + encodeSegment(name), {});
+  if (o.json) {
+    json::object out;
+    out["deleted"] = name;
+    return printBody(json::serialize(out));
+  }
+  std::printf("deleted tenant %s with its keys, functions and async tasks\n", name.c_str());
+}
+
+void addTenantCommands(CLI::App& app) {
+  CLI::App* tenant =
+      app.add_subcommand("tenant", "Manage tenants, their API keys and quotas (admin key)");
+  tenant->require_subcommand(1);
+  {
+    auto a = std::make_shared<TenantArgs>();
+    CLI::App* cmd = tenant->add_subcommand("create", "Create a tenant and print its API key");
+    cmd->add_option("name", a->name, "Tenant name")->required();
+    addQuotaOptions(cmd, *a);
+    addCommonOptions(cmd, a->common);
+    cmd->callback([a] { runTenantCreate(*a); });
+  }
+  {
+    auto o = std::make_shared<CommonOptions>();
+    CLI::App* cmd = tenant->add_subcommand("ls", "List tenants and their quotas");
+    addCommonOptions(cmd, *o);
+    cmd->callback([o] { runTenantList(*o); });
+  }
+  {
+    auto a = std::make_shared<TenantArgs>();
+    CLI::App* cmd = tenant->add_subcommand("set", "Change a tenant's quotas (0: no limit)");
+    cmd->add_option("name", a->name, "Tenant name")->required();
+    addQuotaOptions(cmd, *a);
+    addCommonOptions(cmd, a->common);
+    cmd->callback([a] { runTenantSet(*a); });
+  }
+  {
+    auto o = std::make_shared<CommonOptions>();
+    auto name = std::make_shared<std::string>();
+    CLI::App* cmd =
+        tenant->add_subcommand("rm", "Delete a tenant with its keys, functions and tasks");
+    cmd->add_option("name", *name, "Tenant name")->required();
+    addCommonOptions(cmd, *o);
+    cmd->callback([o, name] { runTenantRemove(*o, *name); });
+  }
+}
+
 Status makePrivateDirs(const std::filesystem::path& dir) {
   if (dir.empty()) return Status::ok();
   struct stat st;
@@ -548,6 +683,7 @@ void addClientCommands(CLI::App& app) {
     addCommonOptions(cmd, *o);
     cmd->callback([o, name] { runRemove(*o, *name); });
   }
+  addTenantCommands(app);
 }
 
 }  // namespace stratus

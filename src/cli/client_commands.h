@@ -1,6 +1,6 @@
-// The CLI's client side: `stratus deploy | invoke | ls | get | rm` talk to a running Stratus
-// over its REST API (DESIGN.md section 3), and the small config file that remembers where that
-// server is and which key to use.
+// The CLI's client side: `stratus deploy | invoke | ls | get | rm | tenant ...` talk to a running
+// Stratus over its REST API (DESIGN.md section 3), and the small config file that remembers
+// where that server is and which key to use.
 //
 // Endpoint and key resolution, highest first: --endpoint/--key flags, $STRATUS_ENDPOINT /
 // $STRATUS_KEY, the config file ($STRATUS_CONFIG, else $HOME/.config/stratus/config.json),
@@ -57,7 +57,7 @@ json::object deployRequestBody(const DeployOptions& options, std::string_view zi
 Result<std::map<std::string, std::string>> parseEnvAssignments(
     const std::vector<std::string>& assignments);
 
-// Registers deploy, invoke, ls, get, rm on app.
+// Registers deploy, invoke, ls, get, rm and tenant (create | ls | set | rm) on app.
 void addClientCommands(CLI::App& app);
 
 }  // namespace stratus

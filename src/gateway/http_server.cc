@@ -27,6 +27,7 @@
 #include <boost/beast/http.hpp>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <thread>
 #include <unordered_map>
@@ -196,6 +197,27 @@ http::response<http::string_body> toBeast(HttpResponse&& r, unsigned version, bo
   return res;
 }
 
+// Beast message -> HttpRequest; nullopt when the target is not an absolute, decodable path.
+std::optional<HttpRequest> toHttpRequest(http::request<http::string_body>& msg) {
+  HttpRequest req;
+  std::string_view target = msg.target();
+  size_t q = target.find('?');
+  auto path = percentDecode(target.substr(0, q));
+  if (!path || path->empty() || (*path)[0] != '/') return std::nullopt;
+  req.method = std::string(msg.method_string());
+  req.path = std::move(*path);
+  if (q != std::string_view::npos) req.query = parseQuery(target.substr(q + 1));
+  for (const auto& f : msg) {
+    auto [it, inserted] = req.headers.emplace(f.name_string(), f.value());
+    if (!inserted) {
+      it->second += ", ";
+      it->second.append(f.value());
+    }
+  }
+  req.body = std::move(msg.body());
+  return req;
+}
+
 }  // namespace
 
 class HttpServer::Impl {
@@ -302,7 +324,7 @@ class HttpServer::Impl {
 
   // Registers a connection for stop() for the lifetime of its coroutine (including a frame
   // destroyed unfinished when the contexts go away).
-  // The address's slot (perAddress_) was taken by the accept loop; released here.
+  // The connection's slots (open_, perAddress_) were taken by the accept loop; released here.
   struct ConnRegistration {
     ConnRegistration(Impl& impl, const std::shared_ptr<Conn>& c, std::string address)
         : impl(impl), key(c.get()), address(std::move(address)) {
@@ -312,6 +334,7 @@ class HttpServer::Impl {
     ~ConnRegistration() {
       std::lock_guard lock(impl.connsMu_);
       impl.conns_.erase(key);
+      --impl.open_;
       if (auto it = impl.perAddress_.find(address);
           it != impl.perAddress_.end() && --it->second <= 0) {
         impl.perAddress_.erase(it);
@@ -357,9 +380,9 @@ class HttpServer::Impl {
       std::optional<HttpResponse> refuse;
       {
         std::lock_guard lock(connsMu_);
-        if (static_cast<int>(conns_.size() + refusing_) >= options_.maxConnections) {
+        if (open_ + refusing_ >= options_.maxConnections) {
           refuse = jsonErrorResponse(503, "ServiceUnavailable",
-                                     "the server has " + std::to_string(conns_.size()) +
+                                     "the server has " + std::to_string(open_) +
                                          " connections open (limit " +
                                          std::to_string(options_.maxConnections) + ")");
         } else if (perAddress_[address] >= options_.maxConnectionsPerAddress) {
@@ -375,6 +398,7 @@ class HttpServer::Impl {
           if (perAddress_[address] == 0) perAddress_.erase(address);
         } else {
           ++perAddress_[address];
+          ++open_;
         }
       }
       auto conn = std::make_shared<Conn>(std::move(socket), ctx.get_executor());
@@ -469,19 +493,23 @@ class HttpServer::Impl {
       // Then the whole header within headerTimeout (slowloris). Our own timer rather than the
       // stream's expiry, which would close the socket before we can answer 408.
       conn->stream.expires_never();
-      auto timedOut = std::make_shared<bool>(false);
+      // 0: reading, 1: read finished (a timer handler already queued must not cancel later
+      // operations), 2: timed out.
+      auto headerState = std::make_shared<int>(0);
       asio::steady_timer headerTimer(conn->exec);
       headerTimer.expires_after(options_.headerTimeout);
-      headerTimer.async_wait([conn, timedOut](boost::system::error_code ec) {
-        if (ec) return;
-        *timedOut = true;
+      headerTimer.async_wait([conn, headerState](boost::system::error_code ec) {
+        if (ec || *headerState != 0) return;
+        *headerState = 2;
         boost::system::error_code ignored;
         conn->stream.socket().cancel(ignored);
       });
       auto [hec, hn] = co_await http::async_read_header(conn->stream, buffer, parser, kTuple);
+      const bool timedOut = *headerState == 2;
+      *headerState = 1;
       headerTimer.cancel();
       if (hec) {
-        if (*timedOut && !conn->aborted) {
+        if (timedOut && !conn->aborted) {
           co_await writeAndLinger(
               conn,
               jsonErrorResponse(408, "RequestTimeout",
@@ -515,26 +543,13 @@ class HttpServer::Impl {
       const bool head = msg.method() == http::verb::head;
       const unsigned version = msg.version();
 
-      HttpRequest req;
-      std::string_view target = msg.target();
-      size_t q = target.find('?');
-      auto path = percentDecode(target.substr(0, q));
-      if (!path || path->empty() || (*path)[0] != '/') {
+      std::optional<HttpRequest> converted = toHttpRequest(msg);
+      if (!converted) {
         co_await writeAndLinger(conn,
                                 jsonErrorResponse(400, "BadRequest", "malformed request target"));
         break;
       }
-      req.method = std::string(msg.method_string());
-      req.path = std::move(*path);
-      if (q != std::string_view::npos) req.query = parseQuery(target.substr(q + 1));
-      for (const auto& f : msg) {
-        auto [it, inserted] = req.headers.emplace(f.name_string(), f.value());
-        if (!inserted) {
-          it->second += ", ";
-          it->second.append(f.value());
-        }
-      }
-      req.body = std::move(msg.body());
+      HttpRequest req = std::move(*converted);
       req.remoteAddress = remote;
 
       conn->pending.reset();
@@ -577,7 +592,8 @@ class HttpServer::Impl {
   std::condition_variable connsCv_;
   std::unordered_map<Conn*, std::weak_ptr<Conn>> conns_;  // GUARDED_BY(connsMu_)
   std::unordered_map<std::string, int> perAddress_;       // GUARDED_BY(connsMu_)
-  int refusing_ = 0;                // GUARDED_BY(connsMu_): refused connections being answered
+  int open_ = 0;      // GUARDED_BY(connsMu_): accepted, counted from accept (not registration)
+  int refusing_ = 0;  // GUARDED_BY(connsMu_): refused connections being answered
   int64_t refusedConnections_ = 0;  // GUARDED_BY(connsMu_)
 
   std::atomic<bool> stopping_{false};
@@ -606,6 +622,33 @@ void HttpServer::stop(Duration grace) { impl_->stop(grace); }
 
 void HttpServer::every(Duration period, std::function<void()> fn) {
   impl_->every(period, std::move(fn));
+}
+
+Result<HttpRequest> parseHttpRequest(std::string_view bytes, const HttpServerOptions& options) {
+  http::request_parser<http::string_body> parser;
+  parser.eager(true);
+  parser.header_limit(static_cast<uint32_t>(std::min<int64_t>(options.maxHeaderBytes, UINT32_MAX)));
+  parser.body_limit(static_cast<uint64_t>(options.maxBodyBytes));
+  boost::system::error_code ec;
+  asio::const_buffer buf(bytes.data(), bytes.size());
+  while (buf.size() > 0 && !parser.is_done()) {
+    size_t used = parser.put(buf, ec);
+    if (ec == http::error::need_more) break;
+    if (ec) {
+      auto r = responseForReadError(ec, options);
+      return invalidArgument("HTTP " + std::to_string(r ? r->status : 400) + ": " + ec.message());
+    }
+    if (used == 0) break;
+    buf += used;
+  }
+  if (!parser.is_done()) {
+    parser.put_eof(ec);
+    if (ec || !parser.is_done()) return invalidArgument("incomplete HTTP request");
+  }
+  http::request<http::string_body> msg = parser.release();
+  auto req = toHttpRequest(msg);
+  if (!req) return invalidArgument("malformed request target");
+  return std::move(*req);
 }
 
 }  // namespace stratus

@@ -58,4 +58,9 @@ class HttpServer {
   std::unique_ptr<Impl> impl_;
 };
 
+// Parses one complete request from bytes exactly as a connection does (same parser, limits and
+// conversion), for the fuzz target and tests. Malformed input is kInvalidArgument naming the
+// HTTP status the server would answer.
+Result<HttpRequest> parseHttpRequest(std::string_view bytes, const HttpServerOptions& options);
+
 }  // namespace stratus

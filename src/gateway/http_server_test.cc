@@ -268,6 +268,98 @@ TEST(HttpServerTest, IdleConnectionIsClosedAfterIdleTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
 }
 
+// ---- limits against slow and greedy clients (docs/reliability.md) ----
+
+TEST(HttpServerTest, SlowlorisHeaderGets408AfterHeaderTimeout) {
+  HttpServerOptions options;
+  options.headerTimeout = 300ms;
+  options.idleTimeout = 30s;  // the idle wait before the first byte is not what cuts it
+  Server s(echoHandler, options);
+  UniqueFd fd = rawConnect(s.server->boundPort());
+  auto start = std::chrono::steady_clock::now();
+  // Trickle a header that never ends, one line every 100 ms, as slowloris does.
+  std::string first = "GET / HTTP/1.1\r\nHost: a\r\n";
+  ASSERT_EQ(::write(fd.get(), first.data(), first.size()), (ssize_t)first.size());
+  std::string reply;
+  for (int i = 0; i < 50 && reply.empty(); ++i) {
+    std::string line = "x-slow-" + std::to_string(i) + ": 1\r\n";
+    (void)!::write(fd.get(), line.data(), line.size());
+    reply = readToEof(fd.get(), 100ms);
+  }
+  reply += readToEof(fd.get(), 2s);
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_TRUE(reply.starts_with("HTTP/1.1 408")) << reply;
+  EXPECT_NE(reply.find(R"("code":"RequestTimeout")"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("Connection: close"), std::string::npos) << reply;
+  EXPECT_LT(took, 3s);
+}
+
+TEST(HttpServerTest, SlowBodyIsCutAfterBodyTimeout) {
+  HttpServerOptions options;
+  options.bodyTimeout = 300ms;
+  Server s(echoHandler, options);
+  UniqueFd fd = rawConnect(s.server->boundPort());
+  std::string head = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nabc";
+  ASSERT_EQ(::write(fd.get(), head.data(), head.size()), (ssize_t)head.size());
+  auto start = std::chrono::steady_clock::now();
+  std::string reply = readToEof(fd.get(), 5s);
+  EXPECT_EQ(reply, "");  // closed without a response: the body never completed
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+}
+
+TEST(HttpServerTest, ConnectionsPerAddressAreCappedWith429) {
+  HttpServerOptions options;
+  options.maxConnectionsPerAddress = 3;
+  Server s(echoHandler, options);
+  std::vector<UniqueFd> held;
+  for (int i = 0; i < 3; ++i) held.push_back(rawConnect(s.server->boundPort()));
+  // Make sure the server has accepted those three.
+  for (auto& fd : held) {
+    std::string req = "GET /held HTTP/1.1\r\nHost: a\r\n\r\n";
+    ASSERT_EQ(::write(fd.get(), req.data(), req.size()), (ssize_t)req.size());
+    ASSERT_NE(readToEof(fd.get(), 300ms).find("HTTP/1.1 200"), std::string::npos);
+  }
+  UniqueFd extra = rawConnect(s.server->boundPort());
+  std::string reply = readToEof(extra.get(), 5s);
+  EXPECT_TRUE(reply.starts_with("HTTP/1.1 429")) << reply;
+  EXPECT_NE(reply.find("Retry-After: 1"), std::string::npos) << reply;
+  EXPECT_NE(reply.find(R"("code":"TooManyConnections")"), std::string::npos) << reply;
+  // Closing one frees its slot.
+  held.pop_back();
+  EXPECT_TRUE(waitFor([&] {
+    auto r = httpRequest(s.endpoint, "GET", "/again");
+    return r.isOk() && r->status == 200;
+  }));
+}
+
+TEST(HttpServerTest, TotalConnectionsAreCappedWith503) {
+  HttpServerOptions options;
+  options.maxConnections = 2;
+  Server s(echoHandler, options);
+  UniqueFd a = rawConnect(s.server->boundPort());
+  UniqueFd b = rawConnect(s.server->boundPort());
+  UniqueFd c = rawConnect(s.server->boundPort());
+  std::string reply = readToEof(c.get(), 5s);
+  EXPECT_TRUE(reply.starts_with("HTTP/1.1 503")) << reply;
+  EXPECT_NE(reply.find("Retry-After: 1"), std::string::npos) << reply;
+}
+
+TEST(HttpServerTest, RequestsPerConnectionAreBounded) {
+  HttpServerOptions options;
+  options.maxRequestsPerConnection = 2;
+  Server s(echoHandler, options);
+  UniqueFd fd = rawConnect(s.server->boundPort());
+  std::string req =
+      "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+      "GET /3 HTTP/1.1\r\nHost: a\r\n\r\n";
+  ASSERT_EQ(::write(fd.get(), req.data(), req.size()), (ssize_t)req.size());
+  std::string reply = readToEof(fd.get());
+  EXPECT_NE(reply.find("x-path: /1"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("x-path: /2"), std::string::npos) << reply;
+  EXPECT_EQ(reply.find("x-path: /3"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("Connection: close"), std::string::npos) << reply;
+}
+
 TEST(HttpServerTest, ConnectionCloseRequestIsHonoured) {
   Server s(echoHandler);
   UniqueFd fd = rawConnect(s.server->boundPort());
