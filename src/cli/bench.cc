@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cli/bench_coldstart.h"
 #include "cli/client_commands.h"
 #include "codepack/codeload_bench.h"
 #include "common/json.h"
@@ -450,6 +451,7 @@ void addBenchCommand(CLI::App& app) {
   CLI::App* bench =
       app.add_subcommand("bench", "Measure a running Stratus against same-run baselines");
   bench->require_subcommand(1);
+  addColdStartBenchCommands(*bench);  // coldstart, startrate, density (bench_coldstart.h)
   addCodeloadBench(bench);
 
   struct Flags {
