@@ -126,6 +126,8 @@ class Scheduler::Impl {
         clock_(clock),
         options_(std::move(options)),
         placer_(options_.placement, options_.isolation) {
+    fnIndex_.max_load_factor(0.5f);
+    idIndex_.max_load_factor(0.5f);
     options_.keepAlivePolicy.fixed = options_.keepAlive;
     if (!options_.deterministicIds) {
       std::string seed = randomHex(6);

@@ -50,8 +50,9 @@ struct SimResult {
   int64_t peakHostsInUse = 0;
   double fragmentationAvg = 0;    // sampled at each instance start
   int64_t decisions = 0;          // acquire + release calls
-  double decisionsPerSecond = 0;  // decisions / wall time inside scheduler calls
-  double schedulerSeconds = 0;
+  double decisionsPerSecond = 0;  // decisions / CPU seconds of the whole replay (one thread)
+  double schedulerSeconds = 0;    // wall time inside scheduler calls
+  double cpuSeconds = 0;
   double wallSeconds = 0;
   double simulatedSeconds = 0;
   double speedup = 0;                  // simulated / wall
