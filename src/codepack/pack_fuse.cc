@@ -356,9 +356,15 @@ namespace {
         }
       }
       *w = '\0';
-      if (std::strncmp(f, prefix, prefixLen) == 0) ::umount2(f, MNT_DETACH);
+      if (std::strncmp(f, prefix, prefixLen) == 0 && ::umount2(f, MNT_DETACH) == 0) ::rmdir(f);
     }
     end = start;
+  }
+  // The root itself, if nothing else lives there ("<root>/" -> "<root>").
+  if (prefixLen > 1 && prefixLen < bufLen) {
+    std::memcpy(buf, prefix, prefixLen - 1);
+    buf[prefixLen - 1] = '\0';
+    ::rmdir(buf);
   }
   ::_exit(0);
 }
