@@ -360,6 +360,35 @@ TEST(HttpServerTest, RequestsPerConnectionAreBounded) {
   EXPECT_NE(reply.find("Connection: close"), std::string::npos) << reply;
 }
 
+TEST(ParseHttpRequestTest, ParsesLikeAConnection) {
+  HttpServerOptions options;
+  auto r = parseHttpRequest(
+      "POST /a%20b/c?x=1&y=two+words HTTP/1.1\r\nHost: h\r\nX-Dup: 1\r\nX-Dup: 2\r\n"
+      "Content-Length: 5\r\n\r\nhello",
+      options);
+  ASSERT_TRUE(r.isOk()) << r.status().toString();
+  EXPECT_EQ(r->method, "POST");
+  EXPECT_EQ(r->path, "/a b/c");
+  EXPECT_EQ(r->query["y"], "two words");
+  EXPECT_EQ(r->headers["x-dup"], "1, 2");
+  EXPECT_EQ(r->body, "hello");
+  auto chunked = parseHttpRequest(
+      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+      options);
+  ASSERT_TRUE(chunked.isOk()) << chunked.status().toString();
+  EXPECT_EQ(chunked->body, "abc");
+  EXPECT_FALSE(parseHttpRequest("GET nope HTTP/1.1\r\nHost: h\r\n\r\n", options).isOk());
+  EXPECT_FALSE(parseHttpRequest("GET /%zz HTTP/1.1\r\nHost: h\r\n\r\n", options).isOk());
+  EXPECT_FALSE(parseHttpRequest("\x01garbage\r\n\r\n", options).isOk());
+  EXPECT_FALSE(
+      parseHttpRequest("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort", options).isOk());
+  options.maxHeaderBytes = 64;
+  auto big =
+      parseHttpRequest("GET / HTTP/1.1\r\nx: " + std::string(200, 'a') + "\r\n\r\n", options);
+  ASSERT_FALSE(big.isOk());
+  EXPECT_NE(big.status().message().find("431"), std::string::npos) << big.status().message();
+}
+
 TEST(HttpServerTest, ConnectionCloseRequestIsHonoured) {
   Server s(echoHandler);
   UniqueFd fd = rawConnect(s.server->boundPort());
