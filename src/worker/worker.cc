@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -28,6 +29,7 @@
 #include "runtime/custom_http.h"
 #include "runtime/protocol.h"
 #include "runtime/runtime.h"
+#include "sandbox/zygote.h"
 #include "worker/event_loop.h"
 
 namespace stratus {
@@ -225,6 +227,12 @@ struct Instance {
   // start took it. poolBytes: what it counts against the pool's memory budget.
   bool blank = false;
   bool fromPool = false;
+  // Forked from the template: the sandbox's own command is a placeholder; this pidfd watches the
+  // runtime. loadOnHello: a (non-blank) start whose code is attached when the runtime says hello.
+  bool templated = false;
+  bool loadOnHello = false;
+  std::filesystem::path codeDir;
+  UniqueFd runtimePidFd;
   std::string poolKey;
   int64_t poolBytes = 0;
   std::filesystem::path dir;  // <stateDir>/<id>
@@ -274,6 +282,8 @@ struct Created {
   std::shared_ptr<LogSink> log;
   TimePoint createStart;
   TimePoint createdAt;
+  UniqueFd runtimePidFd;  // templated
+  bool templated = false;
 };
 
 }  // namespace
@@ -378,6 +388,7 @@ class Worker::Impl {
     runOnLoopAndWait([] {});
     // 4. Destroy everything, then stop the threads.
     spawner_->stopAndJoin();
+    pyZygote_.reset();
     loop_->stop();
     std::lock_guard<std::mutex> logLock(logMu_);
     logSinks_.clear();
@@ -651,6 +662,7 @@ class Worker::Impl {
   // Spawner thread. Touches only inst's immutable fields and `cancelled`.
   void createOnSpawner(const InstancePtr& inst, const std::filesystem::path& codeDir) {
     if (inst->cancelled) return;
+    inst->codeDir = codeDir;  // read on the loop only after onCreated (posted below)
     auto created = std::make_shared<Created>();
     created->status = prepareAndCreate(*inst, codeDir, *created);
     if (!created->status.isOk()) {
@@ -716,10 +728,43 @@ class Worker::Impl {
     spec.tenant = fn.tenant;
     spec.stdoutFd = outW.get();
     spec.stderrFd = errW.get();
+    const bool templated =
+        options_.templates && fn.runtime == "python3" && (inst.blank || poolable(fn));
+    std::vector<std::string> runtimeEnv;
+    if (templated) {
+      // The template's child starts blank (its function arrives over the socket, as in a pool
+      // hit); the sandbox's own command only holds it open.
+      FunctionSpec blankFn;
+      blankFn.tenant = fn.tenant;
+      blankFn.runtime = fn.runtime;
+      blankFn.memoryMb = fn.memoryMb;
+      runtimeEnv = runtime::environmentFor(blankFn);
+      spec.argv = {"/usr/bin/sleep", "infinity"};
+      spec.env = {"PATH=/usr/bin:/bin"};
+      spec.codeDir.clear();
+      spec.stdoutFd = -1;
+      spec.stderrFd = -1;
+    }
     out.createStart = clock_.now();
     auto sb = backend_.create(spec);
     if (!sb.isOk()) return sb.status().withContext("create sandbox for instance " + inst.id);
     out.sandbox = std::move(sb).value();
+    if (templated) {
+      if (!pyZygote_) {
+        auto z = Zygote::startPython(options_.runtimeAssetsDir / "python3" / "zygote.py");
+        if (!z.isOk()) return z.status().withContext("instance " + inst.id);
+        pyZygote_ = std::move(z).value();
+      }
+      auto pid = pyZygote_->spawnInto(out.sandbox->pid(), outW.get(), errW.get(), runtimeEnv);
+      if (!pid.isOk()) {
+        if (pid.status().code() == Code::kUnavailable) pyZygote_.reset();  // restart next time
+        return pid.status().withContext("instance " + inst.id);
+      }
+      int pfd = static_cast<int>(::syscall(SYS_pidfd_open, *pid, 0));
+      if (pfd < 0) return Status::fromErrno(errno, "pidfd_open for the runtime of " + inst.id);
+      out.runtimePidFd.reset(pfd);
+      out.templated = true;
+    }
     out.createdAt = clock_.now();
     out.outPipe = std::move(outR);
     out.errPipe = std::move(errR);
@@ -772,6 +817,15 @@ class Worker::Impl {
     inst->createdAt = c.createdAt;
     inst->state = State::kStarting;
     std::weak_ptr<Instance> weak = inst;
+    if (c.templated) {
+      inst->templated = true;
+      inst->loadOnHello = !inst->blank;
+      inst->runtimePidFd = std::move(c.runtimePidFd);
+      Status ws = loop_->add(inst->runtimePidFd.get(), EPOLLIN, [this, weak](uint32_t) {
+        if (auto i = weak.lock()) onRuntimeGone(i);
+      });
+      if (!ws.isOk()) return failStart(inst, ws);
+    }
 
     Status st = loop_->add(inst->sandbox->pidFd(), EPOLLIN, [this, weak](uint32_t) {
       if (auto i = weak.lock()) onProcessExit(i);
@@ -914,6 +968,10 @@ class Worker::Impl {
           inst->startTimer = 0;
           blankReady(inst);
           break;
+        }
+        if (inst->loadOnHello && !inst->codeDir.empty()) {
+          Status st = inst->sandbox->attachCode(inst->codeDir);
+          if (!st.isOk()) return failStart(inst, st.withContext("start instance " + inst->id));
         }
         sendLoad(inst);
         break;
@@ -1430,6 +1488,33 @@ class Worker::Impl {
     instanceFailed(inst, "RuntimeExited", describeExit(info));
   }
 
+  // A templated runtime exited (its exit status belongs to the sandbox's init, which reaped it).
+  void onRuntimeGone(const InstancePtr& inst) {
+    if (inst->runtimePidFd) {
+      loop_->remove(inst->runtimePidFd.get());
+      inst->runtimePidFd.reset();
+    }
+    if (inst->state == State::kDead) return;
+    drainPipes(*inst);
+    const bool oom = inst->sandbox->oomKilled();
+    if (inst->state == State::kStarting) {
+      return failStart(
+          inst,
+          Status(Code::kFailedPrecondition,
+                 errorBody(oom ? "OutOfMemory" : "Runtime.ExitError",
+                           oom ? "Runtime exceeded the memory limit of " +
+                                     std::to_string(inst->fn.memoryMb) + " MB during initialization"
+                               : std::string("Runtime exited during initialization"))));
+    }
+    if (oom) {
+      const std::string msg = "Function exceeded its memory limit of " +
+                              std::to_string(inst->fn.memoryMb) + " MB and was killed";
+      return instanceFailed(inst, "OutOfMemory", msg,
+                            Status(Code::kOutOfMemory, "instance " + inst->id + ": " + msg));
+    }
+    instanceFailed(inst, "RuntimeExited", "Runtime exited");
+  }
+
   // The instance is unusable: every call in flight gets errorType/msg as a function error, the
   // instance is torn down, the lost handler hears `cause` (kUnavailable with msg by default).
   void instanceFailed(const InstancePtr& inst, const std::string& errorType, const std::string& msg,
@@ -1497,6 +1582,10 @@ class Worker::Impl {
     }
     if (inst->pidFdWatched) loop_->remove(inst->sandbox->pidFd());
     inst->pidFdWatched = false;
+    if (inst->runtimePidFd) {
+      loop_->remove(inst->runtimePidFd.get());
+      inst->runtimePidFd.reset();
+    }
     drainPipes(*inst);
     for (UniqueFd* fd : {&inst->listenFd, &inst->conn, &inst->outPipe, &inst->errPipe}) {
       if (*fd) loop_->remove(fd->get());
@@ -1627,6 +1716,7 @@ class Worker::Impl {
   std::map<std::string, PoolSlot> pool_;                 // by poolKeyOf(tenant, runtime, memoryMb)
   std::unordered_map<std::string, InstancePtr> blanks_;  // every blank, creating or warm
   int poolCreating_ = 0;
+  std::unique_ptr<Zygote> pyZygote_;  // spawner thread only (its PDEATHSIG is tied to it)
   EventLoop::TimerId poolTimer_ = 0;
   WarmPoolStats stats_;
 

@@ -70,7 +70,7 @@ class WorkerTest : public ::testing::Test {
     makeWorker(WorkerOptions().startBudget);
   }
 
-  void makeWorker(Duration startBudget, WarmPoolOptions pool = {}) {
+  void makeWorker(Duration startBudget, WarmPoolOptions pool = {}, bool templates = false) {
     if (worker_) worker_->shutdown();
     WorkerOptions wo;
     wo.stateDir = tmp_ / "state";
@@ -78,6 +78,7 @@ class WorkerTest : public ::testing::Test {
     wo.runtimeAssetsDir = tmp_ / "assets";
     wo.startBudget = startBudget;
     wo.pool = std::move(pool);
+    wo.templates = templates;
     worker_ = std::make_unique<Worker>(wo, *backend_, clock_);
     worker_->setInstanceLostHandler([this](const std::string& id, Status cause) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -983,6 +984,86 @@ def handler(event, context):
   EXPECT_TRUE(lost().empty());
 }
 
+// ---------------------------------------------------------------------------------------------
+// Templates: python3 runtimes forked from the zygote.
+
+// The fields of /proc/<pid>/status that say how confined a process is.
+std::map<std::string, std::string> confinement(pid_t pid) {
+  std::map<std::string, std::string> out;
+  auto text = readFile("/proc/" + std::to_string(pid) + "/status");
+  if (!text.isOk()) return out;
+  std::istringstream in(*text);
+  std::string line;
+  for (; std::getline(in, line);) {
+    const std::string key = line.substr(0, line.find(':'));
+    if (key == "Uid" || key == "Gid" || key == "Groups" || key.starts_with("Cap") ||
+        key == "NoNewPrivs" || key == "Seccomp" || key == "Seccomp_filters") {
+      out[key] = line.substr(line.find(':') + 1);
+    }
+  }
+  for (const char* ns : {"user", "mnt", "pid_for_children", "net", "uts", "ipc", "cgroup"}) {
+    std::error_code ec;
+    out[std::string("ns/") + ns] =
+        fs::read_symlink(fs::path("/proc") / std::to_string(pid) / "ns" / ns, ec).string();
+  }
+  auto cg = readFile("/proc/" + std::to_string(pid) + "/cgroup");
+  out["cgroup"] = cg.isOk() ? *cg : "";
+  auto limits = readFile("/proc/" + std::to_string(pid) + "/limits");
+  out["limits"] = limits.isOk() ? *limits : "";
+  return out;
+}
+
+TEST_F(WorkerTest, TemplatedPythonIsConfinedExactlyLikeTheSandboxCommand) {
+  makeWorker(WorkerOptions().startBudget, {}, /*templates=*/true);
+  FunctionSpec fn = makeFn("python3");
+  fn.environmentVariables["MY_VAR"] = "templated";
+  auto code = writeCode({{"index.py", kPyPoolProbe}, {"data.txt", "tpl"}});
+  std::vector<double> ms;
+  for (int i = 0; i < 4; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto ready = start("tpl-" + std::to_string(i), fn, code);
+    ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    ASSERT_TRUE(ready.isOk()) << ready.status().toString();
+    auto r = invoke("tpl-" + std::to_string(i), "{}");
+    ASSERT_EQ(r.functionError, FunctionErrorKind::kNone) << r.body;
+    auto body = parseObject(r.body);
+    EXPECT_EQ(str(body, "data"), "tpl");
+    EXPECT_EQ(str(body, "env"), "templated");
+    EXPECT_EQ(str(body, "fc"), fn.name);
+    EXPECT_EQ(str(body, "cwd"), "/code");
+    EXPECT_EQ(body["calls"], json::value(1)) << "module state starts fresh in every instance";
+    EXPECT_EQ(body["leak"], json::value(false));
+  }
+  std::printf(
+      "python3 templated start (startInstance -> ready): first %.1f ms (starts the "
+      "template), then %.1f / %.1f / %.1f ms\n",
+      ms[0], ms[1], ms[2], ms[3]);
+  // In the sandbox's cgroup: the placeholder command (sleep, started by the sandbox's init like
+  // any command) and the runtime forked from the template. Same confinement, field by field.
+  auto pids = pidsOf("tpl-0");
+  pid_t placeholder = -1, runtimePid = -1;
+  for (pid_t p : pids) {
+    auto comm = readFile("/proc/" + std::to_string(p) + "/comm");
+    if (!comm.isOk()) continue;
+    if (comm->starts_with("sleep")) placeholder = p;
+    if (comm->starts_with("python3")) runtimePid = p;
+  }
+  ASSERT_GT(placeholder, 0);
+  ASSERT_GT(runtimePid, 0);
+  auto a = confinement(placeholder), b = confinement(runtimePid);
+  ASSERT_FALSE(a.empty());
+  for (const auto& [k, v] : a) EXPECT_EQ(b[k], v) << k;
+  EXPECT_EQ(a["NoNewPrivs"].find('1') != std::string::npos, true);
+  // A crash of a templated runtime is a lost instance.
+  FunctionSpec crash = makeFn("python3");
+  auto crashCode = writeCode({{"index.py", "import os\ndef handler(e, c):\n    os._exit(3)\n"}});
+  ASSERT_TRUE(start("tpl-crash", crash, crashCode).isOk());
+  auto r = invoke("tpl-crash", "{}");
+  EXPECT_TRUE(r.instanceLost);
+  EXPECT_EQ(r.functionError, FunctionErrorKind::kUnhandled);
+  EXPECT_TRUE(waitFor([&] { return lost().size() == 1; }));
+}
 // Not a benchmark (that is `stratus bench`), but prints the cold-start figures for the report and
 // checks that initDurationUs is consistent with what the caller observes.
 TEST_F(WorkerTest, ColdStartTimes) {
