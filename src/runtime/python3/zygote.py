@@ -27,6 +27,7 @@ import socket
 import sys
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
@@ -115,6 +116,8 @@ def _become_sandboxed(req, fds, keep):
     gid, uid = int(req["gid"]), int(req["uid"])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
+    # A command that execve()s after the uid change is dumpable again; the id change made us not.
+    _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "PR_SET_DUMPABLE")
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
     os.chdir(req.get("cwd") or "/")
     os.environ.clear()
