@@ -12,10 +12,12 @@
 #include <signal.h>
 
 #include <map>
+#include <thread>
 
 #include "cli/http_client.h"
 #include "cluster/etcd_client.h"
 #include "cluster/testing.h"
+#include "common/base64.h"
 #include "common/fs.h"
 #include "common/json.h"
 #include "tests/e2e_util.h"
@@ -28,8 +30,15 @@ using testing::ChildProcess;
 using testing::waitFor;
 
 constexpr char kPython[] = R"(
+import time
 def handler(event, context):
+    time.sleep(event.get("sleep", 0))
     return {"echo": event, "fn": context.function_name}
+)";
+
+constexpr char kPythonV2[] = R"(
+def handler(event, context):
+    return {"version": 2}
 )";
 
 class Cluster {
@@ -114,7 +123,20 @@ class ClusterTest : public ::testing::Test {
     ASSERT_TRUE(cluster_->startEtcd().isOk());
   }
   void TearDown() override {
-    if (HasFailure() && cluster_) std::cerr << cluster_->logs();
+    if (HasFailure() && cluster_) {
+      std::cerr << cluster_->logs();
+      // Keep every daemon's whole log for a look after the temporary dir is gone.
+      std::filesystem::path keep = "/tmp/stratus-cluster-test-logs-" + std::to_string(getpid());
+      std::error_code ec;
+      std::filesystem::create_directories(keep, ec);
+      for (const auto& e : std::filesystem::directory_iterator(tmp_.path(), ec)) {
+        if (e.path().extension() == ".log") {
+          std::filesystem::copy_file(e.path(), keep / e.path().filename(),
+                                     std::filesystem::copy_options::overwrite_existing, ec);
+        }
+      }
+      std::cerr << "daemon logs kept in " << keep << "\n";
+    }
     cluster_.reset();
   }
 
@@ -128,10 +150,10 @@ class ClusterTest : public ::testing::Test {
                               const std::string& payload) {
     return call(gw, "POST", "/2023-03-30/functions/" + fn + "/invocations", payload);
   }
-  Status deploy(const std::string& gw, const std::string& fn) {
+  Status deploy(const std::string& gw, const std::string& fn, const std::string& extra = {}) {
     std::string zip = e2e::makeZip({{"index.py", kPython, 0644, ""}});
     auto r = call(gw, "POST", "/2023-03-30/functions",
-                  e2e::functionSpec(fn, "python3", "index.handler", zip));
+                  e2e::functionSpec(fn, "python3", "index.handler", zip, extra));
     if (!r) return r.status();
     if (r->status != 200) return internalError("deploy " + fn + ": " + r->body);
     return Status::ok();
@@ -218,7 +240,23 @@ TEST_F(ClusterTest, WorkerDeathAndEtcdLoss) {
   }
   ASSERT_TRUE(cluster_->etcd().restart().isOk());
 
-  // The worker that served dies; the next calls run on the other one (the other zone).
+  // Zones: two calls at once need two instances (concurrency 1); they go to both zones.
+  ASSERT_TRUE(deploy(gw, "spread", R"("timeout":30)").isOk());
+  {
+    Result<HttpResponse> a = unavailable(""), b = unavailable("");
+    std::thread t([&] { a = invokeEventually(gw, "spread", R"({"sleep":1})"); });
+    b = invokeEventually(gw, "spread", R"({"sleep":1})");
+    t.join();
+    ASSERT_TRUE(a.isOk() && b.isOk());
+    ASSERT_EQ(a->status, 200) << a->body;
+    ASSERT_EQ(b->status, 200) << b->body;
+    EXPECT_NE(a->headers["x-fc-instance-id"], b->headers["x-fc-instance-id"]);
+    EXPECT_NE(a->headers["x-stratus-worker-id"], b->headers["x-stratus-worker-id"])
+        << "both instances in one zone";
+  }
+
+  // The worker that served dies between calls: the next calls never reached it, so they are
+  // retried and run on the other worker (the other zone).
   cluster_->kill(served);
   for (int i = 0; i < 3; ++i) {
     auto r = invokeEventually(gw, "echo", R"({"n":4})", 15s);
@@ -227,6 +265,29 @@ TEST_F(ClusterTest, WorkerDeathAndEtcdLoss) {
     EXPECT_EQ(r->headers["x-stratus-worker-id"], other);
   }
   EXPECT_GE(metric(gw, "stratus_gateway_retries_total"), 1);
+
+  // It comes back (a new incarnation: the controller resets it before using it again).
+  ASSERT_TRUE(cluster_->worker(served, served == "w1" ? "zone-a" : "zone-b").isOk());
+  ASSERT_TRUE(waitFor([&] { return cluster_->healthy(served); }, 20s));
+
+  // A call running when its worker dies has reached the function: it fails clearly and is not
+  // run again elsewhere. The gateway's lease is on `other`, so the slow call runs there.
+  {
+    Result<HttpResponse> slow = unavailable("");
+    std::thread t([&] { slow = invoke(gw, "echo", R"({"sleep":20})"); });
+    std::this_thread::sleep_for(1s);
+    cluster_->kill(other);
+    t.join();
+    ASSERT_TRUE(slow.isOk()) << slow.status().toString();
+    EXPECT_EQ(slow->status, 503) << slow->body;
+    EXPECT_NE(slow->body.find("not retried"), std::string::npos) << slow->body;
+  }
+  {
+    auto r = invokeEventually(gw, "echo", R"({"n":5})", 20s);
+    ASSERT_TRUE(r.isOk()) << r.status().toString();
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_EQ(r->headers["x-stratus-worker-id"], served);
+  }
 
   // CRUD through the gateway reaches the controller's API.
   auto list = call(gw, "GET", "/2023-03-30/functions");
@@ -263,6 +324,18 @@ TEST_F(ClusterTest, LeaderFailoverAndRestart) {
     ASSERT_TRUE(res.isOk()) << fn << ": " << res.status().toString();
     EXPECT_EQ(res->status, 200) << fn << ": " << res->body;
     EXPECT_NE(res->body.find(std::string(R"("fn": ")") + fn), std::string::npos) << res->body;
+  }
+  // An update through the gateway: the next call runs the new code (the held lease is dropped).
+  {
+    std::string zip = e2e::makeZip({{"index.py", kPythonV2, 0644, ""}});
+    auto up = call(gw, "PUT", "/2023-03-30/functions/after",
+                   R"({"code":{"zipFile":")" + base64Encode(zip) + R"("}})");
+    ASSERT_TRUE(up.isOk());
+    ASSERT_EQ(up->status, 200) << up->body;
+    auto res = invoke(gw, "after", "{}");
+    ASSERT_TRUE(res.isOk());
+    EXPECT_EQ(res->status, 200) << res->body;
+    EXPECT_NE(res->body.find(R"("version": 2)"), std::string::npos) << res->body;
   }
 
   // Everything stops (etcd too) and starts again: nothing is lost.

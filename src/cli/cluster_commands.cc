@@ -275,7 +275,9 @@ int runWorker(const WorkerCli& o) {
   if (Status s = runtime::installAssets(dir / "runtime"); !s) return fail(s);
 
   // Leftovers of a previous run that was killed (-9): its sandboxes, cgroups, socket dirs.
-  ProcessSandboxOptions sandboxOptions{dir / "run" / "sandboxes", cgroupParentFor(dir)};
+  ProcessSandboxOptions sandboxOptions;
+  sandboxOptions.stateDir = dir / "run" / "sandboxes";
+  sandboxOptions.cgroupParent = cgroupParentFor(dir);
   // Tenants keep their host uid ranges (user namespaces) across restarts.
   auto tenantIds = TenantIdMap::open(dir / "tenant-ids");
   if (!tenantIds) return fail(tenantIds.status());

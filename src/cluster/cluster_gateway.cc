@@ -458,6 +458,21 @@ void ClusterGateway::forward(HttpRequest req, HttpRespond respond) {
                                              " is unreachable: " + r.status().message()),
                                  rid));
   }
+  // This gateway's own update or delete takes effect for its next call, not the next poll.
+  auto segs = splitPath(req.path);
+  if ((req.method == "PUT" || req.method == "DELETE") && r->status / 100 == 2 && segs.size() == 3 &&
+      segs[0] == "2023-03-30" && segs[1] == "functions") {
+    std::vector<HeldPtr> stale;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& [k, v] : held_) {
+        for (auto& h : v) {
+          if (h->name == segs[2] && !h->busy) stale.push_back(h);
+        }
+      }
+    }
+    for (auto& h : stale) drop(h, true, true, false);
+  }
   HttpResponse out;
   out.status = r->status;
   for (const auto& [k, v] : r->headers) {

@@ -89,9 +89,7 @@ Result<std::shared_ptr<const FunctionSpec>> ClusterInvoker::lookup(const std::st
 
 // The scheduler places on an implicit host "local" when it has none: never let it, a cluster
 // without workers has no capacity.
-Status noWorkers() {
-  return Status(Code::kUnavailable, "no worker has joined the cluster yet");
-}
+Status noWorkers() { return Status(Code::kUnavailable, "no worker has joined the cluster yet"); }
 
 void ClusterInvoker::invoke(const FunctionSpec& fn, InvokeRequest req, InvokeCallback done) {
   remember(fn);
@@ -452,6 +450,12 @@ Status Controller::start() {
       "http://" + hostOf(options_.rpcListenAddress) + ":" + std::to_string(rpc_->boundPort());
   info_.blobUrl =
       "http://" + hostOf(options_.blobListenAddress) + ":" + std::to_string(blobServer_->port());
+  // Every controller, leader or not, is listed (no lease: a stopped one's entry only costs a
+  // refused connection) so that controllers copy each other's code blobs and workers can fetch
+  // from any of them.
+  RETURN_IF_ERROR(etcd_->put(cluster::controllersPrefix(options_.prefix) + info_.id, toJson(info_))
+                      .withContext("register controller " + info_.id));
+  replicator_ = std::thread([this] { replicationLoop(); });
   return Status::ok();
 }
 
@@ -483,7 +487,6 @@ bool Controller::campaign(const std::function<bool()>& stop) {
     } else {
       SLOG_WARN("campaign: {}", lease.status().toString());
     }
-    replicateOnce();
     std::unique_lock lock(mu_);
     if (cv_.wait_for(lock, period, [&] { return stopping_; })) return false;
   }
@@ -491,31 +494,44 @@ bool Controller::campaign(const std::function<bool()>& stop) {
 }
 
 void Controller::replicateOnce() {
-  auto leaderKv = etcd_->get(cluster::leaderKey(options_.prefix));
-  if (!leaderKv || !leaderKv->has_value()) return;
-  auto leader = cluster::leaderFromJson((*leaderKv)->value);
-  if (!leader || leader->id == info_.id || leader->rpcUrl.empty()) return;
-  auto r = httpRequest(leader->rpcUrl, "GET", "/cluster/v1/blobs", {}, {}, std::chrono::seconds(2));
-  if (!r || r->status != 200) return;
-  auto o = parseJson(r->body);
-  if (!o || !o->is_object()) return;
-  const json::value* names = o->as_object().if_contains("blobs");
-  if (names == nullptr || !names->is_array()) return;
-  HttpBlobStore source(leader->blobUrl, std::chrono::seconds(60));
-  for (const json::value& n : names->as_array()) {
-    if (!n.is_string()) continue;
-    std::string name(n.as_string());
-    if (!validBlobName(name) || blobs_->size(name).isOk()) continue;
-    auto bytes = source.readAll(name, 1LL << 30);
-    if (!bytes) {
-      SLOG_WARN("replicate code blob {}: {}", name, bytes.status().toString());
-      continue;
+  auto controllers = etcd_->getPrefix(cluster::controllersPrefix(options_.prefix));
+  if (!controllers) return;
+  for (const auto& kv : *controllers) {
+    auto other = cluster::leaderFromJson(kv.value);
+    if (!other || other->id == info_.id || other->rpcUrl.empty()) continue;
+    auto r =
+        httpRequest(other->rpcUrl, "GET", "/cluster/v1/blobs", {}, {}, std::chrono::seconds(1));
+    if (!r || r->status != 200) continue;  // down (or an old registration): next round
+    auto o = parseJson(r->body);
+    if (!o || !o->is_object()) continue;
+    const json::value* names = o->as_object().if_contains("blobs");
+    if (names == nullptr || !names->is_array()) continue;
+    HttpBlobStore source(other->blobUrl, std::chrono::seconds(60));
+    for (const json::value& n : names->as_array()) {
+      if (!n.is_string()) continue;
+      std::string name(n.as_string());
+      if (!validBlobName(name) || blobs_->size(name).isOk()) continue;
+      auto bytes = source.readAll(name, 1LL << 30);
+      if (!bytes) {
+        SLOG_WARN("replicate code blob {} from {}: {}", name, other->id, bytes.status().toString());
+        continue;
+      }
+      if (Status s = blobs_->putBytes(name, *bytes, blobs_->root() / ".scratch"); !s) {
+        SLOG_WARN("replicate code blob {}: {}", name, s.toString());
+      } else {
+        SLOG_INFO("replicated code blob {} from controller {}", name, other->id);
+      }
     }
-    if (Status s = blobs_->putBytes(name, *bytes, blobs_->root() / ".scratch"); !s) {
-      SLOG_WARN("replicate code blob {}: {}", name, s.toString());
-    } else {
-      SLOG_INFO("replicated code blob {} from the leader", name);
-    }
+  }
+}
+
+void Controller::replicationLoop() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    lock.unlock();
+    replicateOnce();
+    lock.lock();
+    cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stopping_; });
   }
 }
 
@@ -578,6 +594,7 @@ void Controller::stop() {
   }
   cv_.notify_all();
   if (leader_.joinable()) leader_.join();
+  if (replicator_.joinable()) replicator_.join();
   if (invoker_) invoker_->shutdown();
   if (rpc_) rpc_->stop(std::chrono::seconds(2));
   active_.store(nullptr);

@@ -12,8 +12,10 @@
 //                   key goes away with a dead leader's lease), worker membership (hosts appear
 //                   with their lease key and die when it expires; a worker that comes back, or a
 //                   new leader, first resets it so that no instance is orphaned), the controller
-//                   RPC of rpc.h, and code: a BlobServer over the code blob store, which the
-//                   stand-by replicates so that it can serve code after taking over.
+//                   RPC of rpc.h, and code: a BlobServer over the code blob store; every
+//                   controller copies the blobs the others have (anti-entropy, every second),
+//                   so a stand-by can serve all code once it takes over and a restarted old
+//                   leader catches up with what was deployed while it was away.
 //
 // A leader that cannot renew its lease within the TTL stops serving (leadershipLost()); the
 // daemon exits and its supervisor restarts it as a stand-by, as kube-controller-manager does.
@@ -136,7 +138,7 @@ class Controller {
 
   // Starts the RPC and blob servers (a stand-by serves code too).
   Status start();
-  // Campaigns until this controller leads, replicating code from the leader meanwhile. Returns
+  // Campaigns until this controller leads. Returns
   // false when `stop` became true first.
   bool campaign(const std::function<bool()>& stop);
   // Leader only: starts membership, timers and lease keep-alive; the invoker is ready for an Api.
@@ -150,7 +152,8 @@ class Controller {
  private:
   void handleRpc(HttpRequest req, HttpRespond respond);
   void leaderLoop();
-  void replicateOnce();
+  void replicateOnce();  // copies the code blobs other controllers have and this one lacks
+  void replicationLoop();
 
   std::shared_ptr<EtcdClient> etcd_;
   MetadataStore& store_;
@@ -169,6 +172,7 @@ class Controller {
   std::condition_variable cv_;
   bool stopping_ = false;  // GUARDED_BY(mu_)
   std::thread leader_;
+  std::thread replicator_;
 };
 
 }  // namespace stratus

@@ -46,7 +46,9 @@ struct EtcdCompare {
   std::string value;   // kValue
 
   // The key does not exist.
-  static EtcdCompare absent(std::string key) { return {std::move(key)}; }
+  static EtcdCompare absent(std::string key) {
+    return {std::move(key), Target::kCreateRevision, Op::kEqual, 0, {}};
+  }
   // The key exists.
   static EtcdCompare exists(std::string key) {
     return {std::move(key), Target::kCreateRevision, Op::kGreater, 0, {}};

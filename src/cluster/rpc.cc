@@ -58,6 +58,7 @@ bool startsWithNoCase(std::string_view s, std::string_view prefix) {
 
 std::string leaderKey(const std::string& prefix) { return prefix + "cluster/leader"; }
 std::string workersPrefix(const std::string& prefix) { return prefix + "cluster/workers/"; }
+std::string controllersPrefix(const std::string& prefix) { return prefix + "cluster/controllers/"; }
 
 std::string toJson(const WorkerInfo& w) {
   json::object o;

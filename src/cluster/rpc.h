@@ -4,6 +4,7 @@
 // etcd keys (under the store prefix, default "/stratus/"):
 //   cluster/leader            LeaderInfo JSON, under the leader's lease (leader election)
 //   cluster/workers/<id>      WorkerInfo JSON, under the worker's lease (membership)
+//   cluster/controllers/<id>  LeaderInfo JSON of every controller (code replication sources)
 //
 // Worker RPC (the worker's --listen port):
 //   POST   /cluster/v1/instances/<id>         {"spec": <storage JSON>, "epoch": n} -> start;
@@ -104,5 +105,6 @@ RemoteInvokeOutcome invokeOnWorker(const std::string& workerUrl, const std::stri
 
 std::string leaderKey(const std::string& prefix);
 std::string workersPrefix(const std::string& prefix);
+std::string controllersPrefix(const std::string& prefix);
 
 }  // namespace stratus::cluster

@@ -172,6 +172,15 @@ void WorkerAgent::refreshView() {
       leaderBlob = l->blobUrl;
     }
   }
+  std::vector<std::string> controllers;
+  if (auto all = etcd_->getPrefix(cluster::controllersPrefix(options_.prefix)); all.isOk()) {
+    for (const auto& kv : *all) {
+      auto c = cluster::leaderFromJson(kv.value);
+      if (c.isOk() && !c->blobUrl.empty() && c->blobUrl != leaderBlob) {
+        controllers.push_back(c->blobUrl);
+      }
+    }
+  }
   auto members = etcd_->getPrefix(cluster::workersPrefix(options_.prefix));
   if (members.isOk()) {
     for (const auto& kv : *members) {
@@ -182,7 +191,11 @@ void WorkerAgent::refreshView() {
   std::lock_guard lock(mu_);
   leaderRpcUrl_ = leaderRpc;
   leaderBlobUrl_ = leaderBlob;
-  if (members.isOk()) peerBlobUrls_ = std::move(peers);
+  // Other controllers (replicas of the origin) before peers.
+  if (members.isOk()) {
+    controllers.insert(controllers.end(), peers.begin(), peers.end());
+    peerBlobUrls_ = std::move(controllers);
+  }
 }
 
 std::vector<std::string> WorkerAgent::codeSources() {
