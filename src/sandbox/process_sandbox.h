@@ -51,6 +51,9 @@ class ProcessSandboxBackend final : public SandboxBackend {
   Status sweepLeftovers();
   // The host uid/gid ranges of tenants (user namespaces), e.g. to chown a tenant's code cache.
   TenantIdMap& tenantIds() { return *tenantIds_; }
+  // The full profile (user namespaces and seccomp): what the `mixed` isolation level, where
+  // tenants share a host, requires (docs/sandbox.md).
+  bool hardened() const { return options_.userNamespace && options_.seccomp; }
 
  private:
   struct HostLayout;  // the host's system directories, resolved once (process_sandbox.cc)
