@@ -19,6 +19,7 @@
 #include "codepack/codeload_bench.h"
 #include "common/json.h"
 #include "common/unique_fd.h"
+#include "sandbox/sandbox_bench.h"
 
 extern char** environ;
 
@@ -451,6 +452,7 @@ void addBenchCommand(CLI::App& app) {
   CLI::App* bench =
       app.add_subcommand("bench", "Measure a running Stratus against same-run baselines");
   bench->require_subcommand(1);
+  addSandboxBenchCommand(*bench);
   addColdStartBenchCommands(*bench);  // coldstart, startrate, density (bench_coldstart.h)
   addCodeloadBench(bench);
 

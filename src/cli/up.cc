@@ -85,8 +85,12 @@ int runUp(const UpOptions& options) {
   if (Status s = runtime::installAssets(dir / "runtime"); !s.isOk()) return fail(s);
 
   // Leftovers of a previous run that was killed (-9): its sandboxes, cgroups, socket dirs.
-  auto backend = ProcessSandboxBackend::create(
-      ProcessSandboxOptions{dir / "run" / "sandboxes", cgroupParentFor(dir)});
+  ProcessSandboxOptions sandboxOptions{dir / "run" / "sandboxes", cgroupParentFor(dir)};
+  // Tenants keep their host uid ranges (user namespaces) across restarts.
+  auto tenantIds = TenantIdMap::open(dir / "tenant-ids");
+  if (!tenantIds.isOk()) return fail(tenantIds.status());
+  sandboxOptions.tenantIds = std::move(tenantIds).value();
+  auto backend = ProcessSandboxBackend::create(std::move(sandboxOptions));
   if (!backend.isOk()) return fail(backend.status());
   if (Status s = (*backend)->sweepLeftovers(); !s.isOk()) return fail(s);
   if (Status s = removeTree(dir / "run" / "instances"); !s.isOk()) return fail(s);
