@@ -297,6 +297,19 @@ TEST_F(ClusterTest, WorkerDeathAndEtcdLoss) {
   auto unauth = httpRequest(gw, "POST", "/2023-03-30/functions/echo/invocations", {}, "{}", 5s);
   ASSERT_TRUE(unauth.isOk());
   EXPECT_EQ(unauth->status, 401);
+
+  // A tenant quota set through the API applies on the gateway's direct path too.
+  auto quota = call(gw, "PUT", "/admin/tenants/default", R"({"functionRequestsPerSecond":1})");
+  ASSERT_TRUE(quota.isOk());
+  ASSERT_EQ(quota->status, 200) << quota->body;
+  EXPECT_TRUE(waitFor(
+      [&] {
+        auto r = invoke(gw, "echo", "{}");
+        return r.isOk() && r->status == 429 && r->headers.count("Retry-After") > 0;
+      },
+      10s))
+      << "the quota never applied";
+  EXPECT_GE(metric(gw, "stratus_gateway_rate_limited_total"), 1);
 }
 
 TEST_F(ClusterTest, LeaderFailoverAndRestart) {

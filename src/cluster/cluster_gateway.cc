@@ -159,8 +159,8 @@ void ClusterGateway::stop() {
 }
 
 ClusterGatewayStats ClusterGateway::stats() const {
-  return ClusterGatewayStats{invocations_.load(), acquires_.load(), warmHits_.load(),
-                             retries_.load(), forwarded_.load()};
+  return ClusterGatewayStats{invocations_.load(), acquires_.load(),  warmHits_.load(),
+                             retries_.load(),     forwarded_.load(), rateLimited_.load()};
 }
 
 void ClusterGateway::handle(HttpRequest req, HttpRespond respond) {
@@ -193,7 +193,10 @@ void ClusterGateway::handle(HttpRequest req, HttpRespond respond) {
         "\n# TYPE stratus_gateway_retries_total counter\nstratus_gateway_retries_total " +
         std::to_string(s.retries) +
         "\n# TYPE stratus_gateway_forwarded_total counter\nstratus_gateway_forwarded_total " +
-        std::to_string(s.forwarded) + "\n";
+        std::to_string(s.forwarded) +
+        "\n# TYPE stratus_gateway_rate_limited_total counter\n"
+        "stratus_gateway_rate_limited_total " +
+        std::to_string(s.rateLimited) + "\n";
     return respond(std::move(r));
   }
   auto segs = splitPath(req.path);
@@ -214,6 +217,7 @@ void ClusterGateway::handle(HttpRequest req, HttpRespond respond) {
   pool_.post([this, name, rid, req = std::move(req), respond = std::move(respond)]() mutable {
     auto tenant = authenticate(req);
     if (!tenant) return respond(errorResponse(tenant.status(), rid));
+    if (auto limited = rateLimit(*tenant, name, rid)) return respond(std::move(*limited));
     invoke(std::move(*tenant), name, std::move(req), rid, std::move(respond));
   });
 }
@@ -250,6 +254,34 @@ Result<std::string> ClusterGateway::authenticate(const HttpRequest& req) {
   std::lock_guard lock(mu_);
   tenantByKey_[hash] = found->tenant;
   return found->tenant;
+}
+
+std::optional<HttpResponse> ClusterGateway::rateLimit(const std::string& tenant,
+                                                      const std::string& name,
+                                                      const std::string& rid) {
+  TenantQuota q;
+  {
+    std::lock_guard lock(mu_);
+    auto it = quotas_.find(tenant);
+    if (it != quotas_.end()) q = it->second;
+  }
+  RateLimiter::Decision d =
+      limiter_.tryAcquire(tenant, q.requestsPerSecond, static_cast<double>(q.burst));
+  std::string what = "tenant " + tenant + " is over its quota of " +
+                     fmt::format("{:g}", q.requestsPerSecond) + " requests per second";
+  if (d.allowed) {
+    d = limiter_.tryAcquire(tenant + "/" + name, q.functionRequestsPerSecond, 0);
+    what = "function " + name + " is over its quota of " +
+           fmt::format("{:g}", q.functionRequestsPerSecond) + " invocations per second";
+  }
+  if (d.allowed) return std::nullopt;
+  rateLimited_.fetch_add(1, std::memory_order_relaxed);
+  HttpResponse r = errorResponse(Status(Code::kResourceExhausted, what), rid, "TooManyRequests");
+  int64_t seconds = std::chrono::duration_cast<std::chrono::seconds>(d.retryAfter +
+                                                                     std::chrono::milliseconds(999))
+                        .count();
+  r.headers["Retry-After"] = std::to_string(std::max<int64_t>(1, seconds));
+  return r;
 }
 
 Result<cluster::LeaderInfo> ClusterGateway::leader() {
@@ -504,6 +536,12 @@ void ClusterGateway::pollEtcd() {
       leader_ = now;
     }
     for (auto& h : stale) drop(h, false, false, false);
+  }
+  if (auto tenants = store_.listTenants(); tenants.isOk()) {
+    std::map<std::string, TenantQuota> quotas;
+    for (const auto& t : *tenants) quotas[t.name] = t.quota;
+    std::lock_guard lock(mu_);
+    quotas_ = std::move(quotas);
   }
   auto fns = etcd_->getPrefix(store_.functionsPrefix(), /*keysOnly=*/true);
   if (!fns) return;  // etcd away: keep serving with what we hold

@@ -10,6 +10,9 @@
 //                       A call that never reached the function (worker unreachable, instance
 //                       gone) is retried with another lease, up to 3 attempts; a call lost after
 //                       it was sent fails with 503 and a message saying it was not retried.
+//                       The tenant's quotas (requestsPerSecond/burst per tenant,
+//                       functionRequestsPerSecond per function) apply here too, per gateway:
+//                       with N gateways behind a balancer a tenant gets up to N times its rate.
 //   everything else     (CRUD, async invocations, tenants, metrics of the API) is forwarded
 //                       as is to the leader's public API, which applies the front door's
 //                       policy.
@@ -30,6 +33,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "api/rate_limiter.h"
 #include "cluster/blocking_pool.h"
 #include "cluster/etcd_client.h"
 #include "cluster/rpc.h"
@@ -55,6 +59,7 @@ struct ClusterGatewayStats {
   int64_t warmHits = 0;       // calls served with a lease already held
   int64_t retries = 0;        // calls sent again because they never reached the function
   int64_t forwarded = 0;      // requests forwarded to the controller
+  int64_t rateLimited = 0;    // invocations refused by a tenant quota (429)
 };
 
 class ClusterGateway {
@@ -82,6 +87,9 @@ class ClusterGateway {
               HttpRespond respond);
   void forward(HttpRequest req, HttpRespond respond);
   Result<std::string> authenticate(const HttpRequest& req);
+  // 429 when the tenant or the function is over its quota.
+  std::optional<HttpResponse> rateLimit(const std::string& tenant, const std::string& name,
+                                        const std::string& rid);
   Result<HeldPtr> takeLease(const std::string& tenant, const std::string& name, bool* fresh);
   void giveBack(const HeldPtr& h);
   void drop(const HeldPtr& h, bool release, bool healthy, bool unreachable);
@@ -102,9 +110,13 @@ class ClusterGateway {
   std::map<std::string, std::vector<HeldPtr>> held_;          // GUARDED_BY(mu_)
   std::map<std::string, int64_t> specRevisions_;              // GUARDED_BY(mu_): etcd key
   std::optional<cluster::LeaderInfo> leader_;                 // GUARDED_BY(mu_)
+  std::map<std::string, TenantQuota> quotas_;                 // GUARDED_BY(mu_): from etcd
+  SystemClock clock_;
+  RateLimiter limiter_{clock_};
   std::thread housekeeper_;
 
-  std::atomic<int64_t> invocations_{0}, acquires_{0}, warmHits_{0}, retries_{0}, forwarded_{0};
+  std::atomic<int64_t> invocations_{0}, acquires_{0}, warmHits_{0}, retries_{0}, forwarded_{0},
+      rateLimited_{0};
 };
 
 }  // namespace stratus
