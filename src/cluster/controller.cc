@@ -58,6 +58,7 @@ ClusterInvoker::ClusterInvoker(MetadataStore& store, const Clock& clock, Schedul
 ClusterInvoker::~ClusterInvoker() {
   shutdown();
   pool_.stop();
+  startPool_.stop();
 }
 
 void ClusterInvoker::shutdown() {
@@ -363,7 +364,7 @@ void ClusterInvoker::launchOn(const std::string& hostId, const std::string& inst
     worker = h->second.info;
     instanceHost_[instanceId] = hostId;
   }
-  pool_.post([this, spec, worker, instanceId, ready = std::move(ready)] {
+  startPool_.post([this, spec, worker, instanceId, ready = std::move(ready)] {
     json::object body;
     body["spec"] = functionToStorageJson(*spec);
     body["epoch"] = std::to_string(epoch_);
@@ -405,7 +406,7 @@ void ClusterInvoker::stop(const std::string& instanceId) {
     instanceHost_.erase(it);
   }
   if (url.empty()) return;
-  pool_.post([url, instanceId] {
+  startPool_.post([url, instanceId] {
     auto r = httpRequest(url, "DELETE", "/cluster/v1/instances/" + instanceId, {}, {},
                          std::chrono::seconds(3));
     if (Status s = cluster::statusFromRpc(r, "stop " + instanceId); !s) {

@@ -105,7 +105,10 @@ class ClusterInvoker final : public Invoker, private InstanceLauncher {
   const Clock& clock_;
   const int64_t epoch_;
   const Duration leaseTtl_;
-  BlockingPool pool_{32};
+  BlockingPool pool_{32};  // calls, lease grants, releases
+  // Instance starts (code fetch + init: up to a minute each) and stops, apart so that slow
+  // starts never hold up lease grants for warm instances.
+  BlockingPool startPool_{32};
   std::unique_ptr<Scheduler> scheduler_;
 
   std::mutex mu_;
