@@ -39,10 +39,25 @@ Result<std::string> BlobStore::readAll(std::string_view name, int64_t maxBytes) 
 }
 
 Status BlobStore::putBytes(std::string_view name, std::string_view bytes,
-                           const std::filesystem::path& scratchDir) {
+                           const std::filesystem::path& scratchDir, bool durable) {
   RETURN_IF_ERROR(makeDirs(scratchDir));
   const std::filesystem::path tmp = scratchDir / (".put-" + randomHex(8));
-  RETURN_IF_ERROR(writeFileAtomic(tmp, bytes, 0644));
+  if (durable) {
+    RETURN_IF_ERROR(writeFileAtomic(tmp, bytes, 0644));
+  } else {
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    if (!fd) return Status::fromErrno(errno, "create " + tmp.string());
+    for (size_t done = 0; done < bytes.size();) {
+      ssize_t w = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        Status s = Status::fromErrno(errno, "write " + tmp.string());
+        ::unlink(tmp.c_str());
+        return s;
+      }
+      done += static_cast<size_t>(w);
+    }
+  }
   Status s = putFile(name, tmp);
   ::unlink(tmp.c_str());
   return s;

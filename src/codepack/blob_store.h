@@ -35,8 +35,9 @@ class BlobStore {
   virtual std::string describe() const = 0;
 
   Result<std::string> readAll(std::string_view name, int64_t maxBytes);
+  // durable = false skips the fsync: for caches whose content is verified when read back.
   Status putBytes(std::string_view name, std::string_view bytes,
-                  const std::filesystem::path& scratchDir);
+                  const std::filesystem::path& scratchDir, bool durable = true);
 };
 
 // Blob names are relative paths of plain components ([A-Za-z0-9._-], no "." or ".."), so
