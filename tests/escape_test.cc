@@ -16,6 +16,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/ids.h"
 #include "common/json.h"
 #include "common/unique_fd.h"
 #include "tests/e2e_util.h"
@@ -289,30 +290,37 @@ TEST_P(EscapeTest, OtherTenantCodeAndTmpUnreachable) {
   EXPECT_EQ(other->body.find("\"bserver\"") != std::string::npos, true);
 }
 
-// Every process of an instance runs as an unprivileged host uid of a user-namespace range (never
-// the host's root); with fresh sandboxes, the two tenants' ranges differ.
+// Every process of every sandbox of the server (pool included) runs as an unprivileged host uid
+// of a user-namespace range, never the host's root; with fresh sandboxes (instance id = sandbox
+// id) each tenant's instance is found, and the two tenants' ranges differ.
 TEST_P(EscapeTest, InstancesRunAsUnprivilegedHostUids) {
-  std::map<std::string, std::set<long>> uids;
+  auto hostUid = [](pid_t pid) -> long {
+    std::string status = slurp("/proc/" + std::to_string(pid) + "/status");
+    size_t at = status.find("\nUid:");
+    return at == std::string::npos ? -1 : std::stol(status.substr(at + 5));  // -1: exited
+  };
+  std::map<std::string, std::string> instances;
   for (auto [tenant, key] :
        {std::pair<std::string, std::string>{"a", w_->server->key()}, {"b", w_->keyB}}) {
     auto r = w_->invokeAs(key, "probe", {{"attempt", "no_capabilities"}});
     ASSERT_TRUE(r.isOk()) << r.status().toString();
-    std::string instance = header(*r, "x-fc-instance-id");
-    ASSERT_FALSE(instance.empty());
-    auto pids = processesInCgroup(instance);
-    ASSERT_FALSE(pids.empty()) << instance;
-    for (pid_t pid : pids) {
-      std::string status = slurp("/proc/" + std::to_string(pid) + "/status");
-      size_t at = status.find("\nUid:");
-      if (at == std::string::npos) continue;  // exited meanwhile
-      long uid = std::stol(status.substr(at + 5));
-      EXPECT_GE(uid, 1L << 24) << "pid " << pid << " of " << instance;
-      uids[tenant].insert(uid);
-    }
+    instances[tenant] = header(*r, "x-fc-instance-id");
   }
-  if (GetParam().name == "fresh") {
-    for (long u : uids["a"]) EXPECT_EQ(uids["b"].count(u), 0u) << "tenants share host uid " << u;
+  const std::string parent =
+      "stratus-" + sha256Hex(fs::absolute(w_->server->dataDir()).string()).substr(0, 12) + "/";
+  auto all = processesInCgroup(parent);
+  ASSERT_GE(all.size(), 4u);  // at least init + runtime of each tenant's instance
+  for (pid_t pid : all) {
+    long uid = hostUid(pid);
+    if (uid >= 0) EXPECT_GE(uid, 1L << 24) << "pid " << pid << " runs as host uid " << uid;
   }
+  if (GetParam().name != "fresh") return;
+  std::map<std::string, std::set<long>> uids;
+  for (const auto& [tenant, instance] : instances) {
+    for (pid_t pid : processesInCgroup(instance)) uids[tenant].insert(hostUid(pid));
+    EXPECT_FALSE(uids[tenant].empty()) << instance;
+  }
+  for (long u : uids["a"]) EXPECT_EQ(uids["b"].count(u), 0u) << "tenants share host uid " << u;
 }
 
 // Accounting: the call's duration, CPU time, peak memory and cold start come back as headers,
