@@ -16,4 +16,5 @@ CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelW
   -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
 cmake --build "$BUILD_DIR" --target fuzz_api_json fuzz_http_request -j"${JOBS:-2}"
-ctest --test-dir "$BUILD_DIR" -L fuzz --output-on-failure
+# The front door's targets (fuzz_*_run); src/codepack registers its own zip/pack targets.
+ctest --test-dir "$BUILD_DIR" -L fuzz -R '^fuzz_' --output-on-failure
