@@ -424,8 +424,11 @@ Result<HttpBlobStore::Response> HttpBlobStore::request(const std::string& method
     }
   }
   if (method == "HEAD" || r.status / 100 != 2) return r;
-  if (r.contentLength < 0 || r.contentLength > maxBody) {
-    return unavailable(baseUrl_ + " answered with an unexpected body length");
+  if (r.contentLength < 0) return unavailable(baseUrl_ + " answered without a Content-Length");
+  if (r.contentLength > maxBody) {
+    return invalidArgument("blob " + std::string(name) + " at " + baseUrl_ + " is " +
+                           std::to_string(r.contentLength) + " bytes, over the " +
+                           std::to_string(maxBody) + "-byte limit");
   }
   r.body = buf.substr(end + 4);
   r.body.reserve(static_cast<size_t>(r.contentLength));
@@ -472,6 +475,14 @@ Result<std::string> HttpBlobStore::readRange(std::string_view name, int64_t offs
     return invalidArgument("blob " + std::string(name) + " at " + baseUrl_ + " ends before byte " +
                            std::to_string(offset + length));
   }
+  return std::move(r.body);
+}
+
+Result<std::string> HttpBlobStore::readAll(std::string_view name, int64_t maxBytes) {
+  ASSIGN_OR_RETURN(Response r, request("GET", name, "", maxBytes));
+  if (r.status == 404) return notFound("blob " + std::string(name) + " at " + baseUrl_);
+  if (r.status != 200)
+    return unavailable(baseUrl_ + " answered GET with " + std::to_string(r.status));
   return std::move(r.body);
 }
 
@@ -535,6 +546,21 @@ Result<std::string> PeerBlobStore::readRange(std::string_view name, int64_t offs
   }
   auto r = origin_->readRange(name, offset, length);
   if (r) fromOrigin_.fetch_add(length);
+  return r;
+}
+
+Result<std::string> PeerBlobStore::readAll(std::string_view name, int64_t maxBytes) {
+  for (size_t i = 0; i < peers_.size(); ++i) {
+    if (skipped(i, name)) continue;
+    auto r = peers_[i]->readAll(name, maxBytes);
+    if (r) {
+      fromPeers_.fetch_add(static_cast<int64_t>(r->size()));
+      return r;
+    }
+    markMissing(i, name);
+  }
+  auto r = origin_->readAll(name, maxBytes);
+  if (r) fromOrigin_.fetch_add(static_cast<int64_t>(r->size()));
   return r;
 }
 

@@ -80,6 +80,7 @@ class HttpBlobStore : public BlobStore {
                          std::chrono::milliseconds timeout = std::chrono::seconds(30));
   Result<int64_t> size(std::string_view name) override;
   Result<std::string> readRange(std::string_view name, int64_t offset, int64_t length) override;
+  Result<std::string> readAll(std::string_view name, int64_t maxBytes) override;  // one GET
   // Read-only: uploads go to the origin by other means.
   Status putFile(std::string_view name, const std::filesystem::path& path) override;
   std::string describe() const override { return baseUrl_; }
@@ -102,6 +103,7 @@ class PeerBlobStore : public BlobStore {
   PeerBlobStore(std::vector<std::string> peerUrls, std::shared_ptr<BlobStore> origin);
   Result<int64_t> size(std::string_view name) override;
   Result<std::string> readRange(std::string_view name, int64_t offset, int64_t length) override;
+  Result<std::string> readAll(std::string_view name, int64_t maxBytes) override;
   Status putFile(std::string_view name, const std::filesystem::path& path) override;
   std::string describe() const override;
 

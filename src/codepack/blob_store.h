@@ -34,7 +34,8 @@ class BlobStore {
   // A short name for logs and errors ("dir /var/...", "http://host:port").
   virtual std::string describe() const = 0;
 
-  Result<std::string> readAll(std::string_view name, int64_t maxBytes);
+  // The whole blob (kInvalidArgument if over maxBytes). Default: size() then readRange().
+  virtual Result<std::string> readAll(std::string_view name, int64_t maxBytes);
   // durable = false skips the fsync: for caches whose content is verified when read back.
   Status putBytes(std::string_view name, std::string_view bytes,
                   const std::filesystem::path& scratchDir, bool durable = true);

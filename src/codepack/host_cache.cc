@@ -26,7 +26,7 @@ bool isSha256Hex(std::string_view s) {
 // ---- CachedPackData -------------------------------------------------------------------------
 
 namespace {
-constexpr uint64_t kBackgroundBlocks = 4;  // background download: 4 MiB per range request
+constexpr uint64_t kBackgroundBlocks = 16;  // background download: 4 MiB per range request
 
 Status preadAll(int fd, char* out, size_t length, uint64_t offset, const std::string& what) {
   size_t have = 0;

@@ -38,11 +38,13 @@ inline std::string packIndexBlob(const std::string& sha) { return "packs/" + sha
 inline std::string packDataBlob(const std::string& dataSha) { return "data/" + dataSha; }
 
 // A pack's data file on this host: complete (a local file) or being downloaded (a sparse
-// partial file plus a bitmap of the 1 MiB blocks present). Reads of missing blocks fetch them
+// partial file plus a bitmap of the 256 KiB blocks present). Reads of missing blocks fetch them
 // from the source by range and keep them. Thread-safe.
 class CachedPackData : public PackDataSource {
  public:
-  static constexpr uint64_t kBlockBytes = 1 << 20;
+  // A cold read of a small file fetches one block: small enough to cost little on a slow
+  // link, large enough that the bitmap of a 500 MB pack stays tiny.
+  static constexpr uint64_t kBlockBytes = 256 << 10;
 
   static Result<std::shared_ptr<CachedPackData>> openLocal(const std::filesystem::path& file,
                                                            uint64_t size);
