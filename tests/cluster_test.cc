@@ -32,6 +32,8 @@ using testing::waitFor;
 constexpr char kPython[] = R"(
 import time
 def handler(event, context):
+    if "mark" in event:
+        print(event["mark"], flush=True)
     time.sleep(event.get("sleep", 0))
     return {"echo": event, "fn": context.function_name}
 )";
@@ -274,10 +276,17 @@ TEST_F(ClusterTest, WorkerDeathAndEtcdLoss) {
   // run again elsewhere. The gateway's lease is on `other`, so the slow call runs there.
   {
     Result<HttpResponse> slow = unavailable("");
-    std::thread t([&] { slow = invoke(gw, "echo", R"({"sleep":20})"); });
-    std::this_thread::sleep_for(1s);
+    std::thread t([&] { slow = invoke(gw, "echo", R"({"sleep":20,"mark":"slow-call-running"})"); });
+    // The handler prints the mark when it runs: the call has reached the function.
+    bool running = waitFor(
+        [&] {
+          auto log = readFile(tmp_.path() / other / "logs" / "default" / "echo.log");
+          return log.isOk() && log->find("slow-call-running") != std::string::npos;
+        },
+        20s);
     cluster_->kill(other);
     t.join();
+    ASSERT_TRUE(running) << "the slow call never started on " << other;
     ASSERT_TRUE(slow.isOk()) << slow.status().toString();
     EXPECT_EQ(slow->status, 503) << slow->body;
     EXPECT_NE(slow->body.find("not retried"), std::string::npos) << slow->body;
