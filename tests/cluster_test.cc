@@ -347,6 +347,33 @@ TEST_F(ClusterTest, LeaderFailoverAndRestart) {
     EXPECT_EQ(res->status, 200) << fn << ": " << res->body;
     EXPECT_NE(res->body.find(std::string(R"("fn": ")") + fn), std::string::npos) << res->body;
   }
+  // The leader's own API invokes too (its ClusterInvoker), and async invocations through the
+  // gateway are queued in etcd and run by the leader's dispatcher.
+  {
+    auto direct = call(cluster_->url("c2"), "POST", "/2023-03-30/functions/before/invocations",
+                       R"({"via":"controller"})");
+    ASSERT_TRUE(direct.isOk());
+    EXPECT_EQ(direct->status, 200) << direct->body;
+    EXPECT_NE(direct->body.find("controller"), std::string::npos) << direct->body;
+
+    HttpHeaders h{{"Authorization", "Bearer " + key_},
+                  {"x-fc-invocation-type", "Async"},
+                  {"x-fc-request-id", "async-cluster-1"}};
+    auto accepted = httpRequest(gw, "POST", "/2023-03-30/functions/before/invocations", h,
+                                R"({"async":true})", 10s);
+    ASSERT_TRUE(accepted.isOk());
+    ASSERT_EQ(accepted->status, 202) << accepted->body;
+    std::string task;
+    EXPECT_TRUE(waitFor(
+        [&] {
+          auto r = call(gw, "GET", "/2023-03-30/functions/before/async-tasks/async-cluster-1");
+          if (r.isOk()) task = r->body;
+          return r.isOk() && r->body.find(R"("status":"Succeeded")") != std::string::npos;
+        },
+        20s))
+        << task;
+  }
+
   // An update through the gateway: the next call runs the new code (the held lease is dropped).
   {
     std::string zip = e2e::makeZip({{"index.py", kPythonV2, 0644, ""}});
