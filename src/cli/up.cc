@@ -104,6 +104,7 @@ int runUp(const UpOptions& options) {
   workerOptions.pool.enabled = options.pool;
   workerOptions.pool.maxPerKey = options.poolMaxPerKey;
   workerOptions.pool.memoryBudgetBytes = options.poolBudgetMb << 20;
+  workerOptions.templates = options.templates;
   Worker worker(workerOptions, **backend, clock);
 
   CodeCache code(dir / "code");
@@ -159,6 +160,8 @@ void addUpCommand(CLI::App& app) {
       ->capture_default_str();
   up->add_flag("!--no-pool", options->pool,
                "Start every instance cold: no warm pool of pre-started python3/nodejs sandboxes");
+  up->add_flag("--templates", options->templates,
+               "Fork python3 runtimes from a template process (zygote) instead of exec");
   up->add_option("--pool-max", options->poolMaxPerKey,
                  "Most blank sandboxes kept per (runtime, memory size)")
       ->capture_default_str();

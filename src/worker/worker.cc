@@ -4,10 +4,12 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -108,6 +110,34 @@ void tuneTcp(int fd) {
 void quickAck(int fd) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+}
+
+// How a process that is not our child ended, through its pidfd: PIDFD_GET_INFO with
+// PIDFD_INFO_EXIT (Linux 6.15+). A templated runtime's parent is the sandbox's init, which reaps
+// it; the status is only there once it has been reaped, and in practice the worker's wake-up comes
+// first, so this is best effort (a crash is then reported without its exit code).
+std::optional<ExitInfo> exitFromPidFd(int pidfd) {
+  struct PidfdInfo {
+    uint64_t mask;
+    uint64_t cgroupid;
+    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+    int32_t exitCode;
+  };
+  static_assert(sizeof(PidfdInfo) == 64, "PIDFD_INFO_SIZE_VER0");
+  constexpr uint64_t kInfoExit = 1ULL << 3;
+  constexpr unsigned long kGetInfo = 0xC040FF0BUL;  // _IOWR(0xFF, 11, struct pidfd_info)
+  PidfdInfo info{};
+  info.mask = kInfoExit;
+  if (::ioctl(pidfd, kGetInfo, &info) != 0 || (info.mask & kInfoExit) == 0) return std::nullopt;
+  ExitInfo e;
+  const int st = info.exitCode;
+  if (WIFSIGNALED(st)) {
+    e.signal = WTERMSIG(st);
+    e.exitCode = 128 + e.signal;
+  } else {
+    e.exitCode = WEXITSTATUS(st);
+  }
+  return e;
 }
 
 std::string describeExit(const ExitInfo& info) {
@@ -1490,6 +1520,9 @@ class Worker::Impl {
 
   // A templated runtime exited (its exit status belongs to the sandbox's init, which reaped it).
   void onRuntimeGone(const InstancePtr& inst) {
+    std::optional<ExitInfo> exit;
+    if (inst->runtimePidFd) exit = exitFromPidFd(inst->runtimePidFd.get());
+    const std::string how = exit ? describeExit(*exit) : std::string("Runtime exited");
     if (inst->runtimePidFd) {
       loop_->remove(inst->runtimePidFd.get());
       inst->runtimePidFd.reset();
@@ -1498,13 +1531,12 @@ class Worker::Impl {
     drainPipes(*inst);
     const bool oom = inst->sandbox->oomKilled();
     if (inst->state == State::kStarting) {
-      return failStart(
-          inst,
-          Status(Code::kFailedPrecondition,
-                 errorBody(oom ? "OutOfMemory" : "Runtime.ExitError",
-                           oom ? "Runtime exceeded the memory limit of " +
-                                     std::to_string(inst->fn.memoryMb) + " MB during initialization"
-                               : std::string("Runtime exited during initialization"))));
+      return failStart(inst, Status(Code::kFailedPrecondition,
+                                    errorBody(oom ? "OutOfMemory" : "Runtime.ExitError",
+                                              oom ? "Runtime exceeded the memory limit of " +
+                                                        std::to_string(inst->fn.memoryMb) +
+                                                        " MB during initialization"
+                                                  : how + " during initialization")));
     }
     if (oom) {
       const std::string msg = "Function exceeded its memory limit of " +
@@ -1512,7 +1544,7 @@ class Worker::Impl {
       return instanceFailed(inst, "OutOfMemory", msg,
                             Status(Code::kOutOfMemory, "instance " + inst->id + ": " + msg));
     }
-    instanceFailed(inst, "RuntimeExited", "Runtime exited");
+    instanceFailed(inst, "RuntimeExited", how);
   }
 
   // The instance is unusable: every call in flight gets errorType/msg as a function error, the
