@@ -160,8 +160,8 @@ void addUpCommand(CLI::App& app) {
       ->capture_default_str();
   up->add_flag("!--no-pool", options->pool,
                "Start every instance cold: no warm pool of pre-started python3/nodejs sandboxes");
-  up->add_flag("--templates", options->templates,
-               "Fork python3 runtimes from a template process (zygote) instead of exec");
+  up->add_flag("!--no-templates", options->templates,
+               "Start python3 runtimes by exec instead of forking them from a template process");
   up->add_option("--pool-max", options->poolMaxPerKey,
                  "Most blank sandboxes kept per (runtime, memory size)")
       ->capture_default_str();

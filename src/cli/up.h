@@ -29,9 +29,8 @@ struct UpOptions {
   bool pool = true;
   int poolMaxPerKey = 16;
   int64_t poolBudgetMb = 512;
-  // python3 runtimes forked from a template process (WorkerOptions::templates). Off by default
-  // until a crashed templated runtime reports its exit code (docs/worker.md).
-  bool templates = false;
+  // python3 runtimes forked from a template process (WorkerOptions::templates): on by default.
+  bool templates = true;
 };
 
 // Runs until SIGINT/SIGTERM, then drains and removes every sandbox. Returns the exit code.

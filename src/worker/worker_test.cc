@@ -997,7 +997,7 @@ std::map<std::string, std::string> confinement(pid_t pid) {
   for (; std::getline(in, line);) {
     const std::string key = line.substr(0, line.find(':'));
     if (key == "Uid" || key == "Gid" || key == "Groups" || key.starts_with("Cap") ||
-        key == "NoNewPrivs" || key == "Seccomp" || key == "Seccomp_filters") {
+        key == "NoNewPrivs" || key == "Seccomp" || key == "Seccomp_filters" || key == "PPid") {
       out[key] = line.substr(line.find(':') + 1);
     }
   }
@@ -1061,6 +1061,7 @@ TEST_F(WorkerTest, TemplatedPythonIsConfinedExactlyLikeTheSandboxCommand) {
   ASSERT_TRUE(start("tpl-crash", crash, crashCode).isOk());
   auto r = invoke("tpl-crash", "{}");
   EXPECT_TRUE(r.instanceLost);
+  EXPECT_NE(r.body.find("code 3"), std::string::npos) << r.body;
   EXPECT_EQ(r.functionError, FunctionErrorKind::kUnhandled);
   EXPECT_TRUE(waitFor([&] { return lost().size() == 1; }));
 }

@@ -24,6 +24,7 @@ import os
 import resource
 import signal
 import socket
+import struct
 import sys
 
 PR_SET_PDEATHSIG = 1
@@ -142,12 +143,25 @@ def _child(req, fds, report_w, runtime):
     if "pid" in ns:
         _check(_libc.setns(ns["pid"], 0), "setns pid")
     r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        # G: the runtime. Reports a failed set-up on w; closing w says it is complete.
+    # G2 tells us its pid with SCM_CREDENTIALS: the kernel translates it into our (the host's)
+    # pid namespace.
+    cs, gs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    cs.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    pid1 = os.fork()
+    if pid1 == 0:
+        # G1, pid namespace of the sandbox. Fork once more and leave, so that the runtime (G2) is
+        # orphaned *inside* that namespace and adopted by the sandbox's init (the reaper of an
+        # orphan is its dead parent's namespace's init; ours, C's, is the host's), exactly like
+        # a command the init started itself.
+        if os.fork() != 0:
+            os._exit(0)
         os.close(r)
         os.close(report_w)
+        cs.close()
         try:
+            gs.sendmsg([b"p"], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS,
+                                 struct.pack("3i", os.getpid(), os.getuid(), os.getgid()))])
+            gs.close()
             _become_sandboxed(req, fds, w)
         except BaseException as e:  # noqa: B902
             try:
@@ -169,12 +183,24 @@ def _child(req, fds, report_w, runtime):
         finally:
             os._exit(1)
     os.close(w)
+    gs.close()
+    os.waitpid(pid1, 0)
+    pid = None
+    try:
+        _, anc, _, _ = cs.recvmsg(1, socket.CMSG_SPACE(12))
+        for level, typ, data in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
+                pid = struct.unpack("3i", data[:12])[0]
+    except OSError:
+        pid = None
     err = b""
     while True:
         chunk = os.read(r, 4096)
         if not chunk:
             break
         err += chunk
+    if not err and not pid:
+        err = b"the runtime did not report its pid"
     msg = {"error": err.decode(errors="replace")} if err else {"pid": pid}
     os.write(report_w, json.dumps(msg).encode())
     os._exit(0)
