@@ -55,7 +55,10 @@ Status writeFileAtomic(const std::filesystem::path& path, std::string_view data,
 Status writeControlFile(const std::filesystem::path& path, std::string_view data) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
   if (!fd) return Status::fromErrno(errno, "open " + path.string());
-  ssize_t n = ::write(fd.get(), data.data(), data.size());
+  ssize_t n;
+  do {  // cgroupfs writes can be interrupted (seen under strace on memory.limit_in_bytes)
+    n = ::write(fd.get(), data.data(), data.size());
+  } while (n < 0 && errno == EINTR);
   if (n < 0) return Status::fromErrno(errno, "write '" + std::string(data) + "' to " + path.string());
   return Status::ok();
 }

@@ -61,7 +61,8 @@ struct SandboxSpec {
   gid_t gid = 65534;
   // The tenant that owns the sandbox. With user namespaces (ProcessSandboxOptions) its ids map
   // onto the tenant's own host uid/gid range: sandboxes of different tenants never share a host
-  // uid. Sandboxes created before their tenant is known (a shared pool) all use the "" range.
+  // uid. The worker's warm pool is keyed by tenant, so a pooled blank sandbox is created in its
+  // tenant's range too.
   std::string tenant;
   // RLIMIT_NOFILE of the command (capped at the worker's hard limit); cores are never dumped.
   int64_t openFilesMax = 4096;
