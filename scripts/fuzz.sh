@@ -15,6 +15,7 @@ CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelW
   -DSTRATUS_FUZZ=ON -DSTRATUS_FUZZ_SECONDS="$FUZZ_SECONDS" \
   -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
-cmake --build "$BUILD_DIR" --target fuzz_api_json fuzz_http_request -j"${JOBS:-2}"
-# The front door's targets (fuzz_*_run); src/codepack registers its own zip/pack targets.
-ctest --test-dir "$BUILD_DIR" -L fuzz -R '^fuzz_' --output-on-failure
+cmake --build "$BUILD_DIR" --target fuzz_api_json fuzz_http_request codepack_pack_fuzz \
+  codepack_zip_fuzz -j"${JOBS:-2}"
+# The front door's targets (fuzz_*) and the code-pack reader and zip importer (codepack_*_fuzz).
+ctest --test-dir "$BUILD_DIR" -L fuzz -R '^(fuzz_|codepack_.*_fuzz$)' --output-on-failure
