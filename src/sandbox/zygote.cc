@@ -101,6 +101,9 @@ Result<std::unique_ptr<Zygote>> Zygote::startPython(const std::filesystem::path&
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  // Not the server's stderr either: a template child that outlived the server would otherwise
+  // hold the pipe of whoever reads the server's output (seen: a test harness waiting on EOF).
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, theirs.get(), 3);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);

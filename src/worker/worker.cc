@@ -263,6 +263,7 @@ struct Instance {
   bool loadOnHello = false;
   std::filesystem::path codeDir;
   UniqueFd runtimePidFd;
+  int exitInfoTries = 0;  // onRuntimeGone waiting for init to reap the templated runtime
   std::string poolKey;
   int64_t poolBytes = 0;
   std::filesystem::path dir;  // <stateDir>/<id>
@@ -1521,10 +1522,22 @@ class Worker::Impl {
   // A templated runtime exited (its exit status belongs to the sandbox's init, which reaped it).
   void onRuntimeGone(const InstancePtr& inst) {
     std::optional<ExitInfo> exit;
-    if (inst->runtimePidFd) exit = exitFromPidFd(inst->runtimePidFd.get());
+    if (inst->runtimePidFd) {
+      exit = exitFromPidFd(inst->runtimePidFd.get());
+      // The pidfd turns readable as soon as the runtime exits, but the kernel records its exit
+      // status only once the sandbox's init has reaped it: give init a few milliseconds.
+      if (!exit && inst->state != State::kDead && inst->exitInfoTries < 50) {
+        if (inst->exitInfoTries++ == 0) loop_->remove(inst->runtimePidFd.get());
+        std::weak_ptr<Instance> weak = inst;
+        loop_->addTimerAfter(std::chrono::milliseconds(2), [this, weak] {
+          if (auto i = weak.lock()) onRuntimeGone(i);
+        });
+        return;
+      }
+    }
     const std::string how = exit ? describeExit(*exit) : std::string("Runtime exited");
     if (inst->runtimePidFd) {
-      loop_->remove(inst->runtimePidFd.get());
+      if (inst->exitInfoTries == 0) loop_->remove(inst->runtimePidFd.get());
       inst->runtimePidFd.reset();
     }
     if (inst->state == State::kDead) return;
