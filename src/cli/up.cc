@@ -49,6 +49,23 @@ std::string cgroupParentFor(const std::filesystem::path& dataDir) {
   return "stratus-" + sha256Hex(std::filesystem::absolute(dataDir).string()).substr(0, 12);
 }
 
+// Kills python3 templates a SIGKILLed predecessor on this data dir left running (a known
+// straggler, see docs/worker.md): their command line names this data dir's runtime assets.
+void killStaleTemplates(const std::filesystem::path& runtimeDir) {
+  const std::string needle = (runtimeDir / "python3" / "zygote.py").string();
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    auto cmdline = readFile(entry.path() / "cmdline");
+    if (!cmdline.isOk() || cmdline->find(needle) == std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(name));
+    if (pid == getpid()) continue;
+    SLOG_WARN("killing stale python3 template {} left by an earlier run", pid);
+    ::kill(pid, SIGKILL);
+  }
+}
+
 int fail(const Status& s) {
   SLOG_ERROR("{}", s.toString());
   std::fprintf(stderr, "error: %s\n", s.toString().c_str());
@@ -93,6 +110,7 @@ int runUp(const UpOptions& options) {
   auto backend = ProcessSandboxBackend::create(std::move(sandboxOptions));
   if (!backend.isOk()) return fail(backend.status());
   if (Status s = (*backend)->sweepLeftovers(); !s.isOk()) return fail(s);
+  killStaleTemplates(dir / "runtime");
   if (Status s = removeTree(dir / "run" / "instances"); !s.isOk()) return fail(s);
   if (Status s = makeDirs(dir / "run" / "instances"); !s.isOk()) return fail(s);
 
