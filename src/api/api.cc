@@ -94,6 +94,8 @@ std::string formatMb(int64_t bytes) {
   return buf;
 }
 
+}  // namespace
+
 HttpResponse invokeResponse(const InvokeResult& res, const std::string& runtime, bool wantLogTail,
                             const std::string& rid) {
   if (!res.status.isOk()) {
@@ -139,7 +141,6 @@ HttpResponse invokeResponse(const InvokeResult& res, const std::string& runtime,
   return r;
 }
 
-}  // namespace
 
 int httpStatusFor(Code code) {
   switch (code) {

@@ -103,4 +103,10 @@ HttpResponse errorResponse(const Status& status, const std::string& requestId,
                            std::string_view code = {});
 int httpStatusFor(Code code);
 
+// The HTTP answer to an invocation: the function's body and status, x-fc-* accounting headers,
+// x-fc-error-type for function errors, errorResponse() (+ Retry-After) for platform errors.
+// Shared by the Api and the cluster gateway's direct-to-worker path.
+HttpResponse invokeResponse(const InvokeResult& res, const std::string& runtime, bool wantLogTail,
+                            const std::string& rid);
+
 }  // namespace stratus

@@ -71,47 +71,6 @@ std::string percentEncode(std::string_view s, bool keepSlash) {
   return out;
 }
 
-std::string formatMs(int64_t us) { return std::to_string((us + 500) / 1000); }
-
-std::string formatMb(int64_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f", static_cast<double>(bytes) / (1024.0 * 1024.0));
-  return buf;
-}
-
-// The same response the Api gives for an invocation (api.cc invokeResponse).
-HttpResponse invokeResponse(const InvokeResult& res, const std::string& runtime, bool wantLogTail,
-                            const std::string& rid) {
-  if (!res.status.isOk()) {
-    std::string_view code;
-    if (res.status.code() == Code::kNotFound) code = "FunctionNotFound";
-    return errorResponse(res.status, rid, code);
-  }
-  HttpResponse r;
-  for (const auto& [k, v] : res.headers) {
-    if (!isHopByHop(k)) r.headers[k] = v;
-  }
-  r.status = res.httpStatus;
-  if (r.status < 100 || r.status > 599) r.status = 502;
-  if (res.functionError != FunctionErrorKind::kNone) {
-    r.headers["Content-Type"] = "application/json";
-    r.headers["x-fc-error-type"] = res.functionError == FunctionErrorKind::kHandled
-                                       ? "HandledInvocationError"
-                                       : "UnhandledInvocationError";
-  } else if (runtime != "custom" && r.headers.find("Content-Type") == r.headers.end()) {
-    r.headers["Content-Type"] = "application/json";
-  }
-  r.body = res.body;
-  r.headers["x-fc-request-id"] = rid;
-  if (wantLogTail) r.headers["x-fc-log-result"] = base64Encode(res.logTail);
-  r.headers["x-fc-invocation-duration"] = formatMs(res.durationUs);
-  r.headers["x-fc-max-memory-usage"] = formatMb(res.memoryPeakBytes);
-  if (res.coldStart) r.headers["x-fc-init-duration"] = formatMs(res.initDurationUs);
-  if (!res.instanceId.empty()) r.headers["x-fc-instance-id"] = res.instanceId;
-  r.headers["x-fc-cold-start"] = res.coldStart ? "true" : "false";
-  return r;
-}
-
 }  // namespace
 
 ClusterGateway::ClusterGateway(std::shared_ptr<EtcdClient> etcd, ClusterGatewayOptions options)
