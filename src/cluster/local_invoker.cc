@@ -41,7 +41,8 @@ void LocalInvoker::invoke(const FunctionSpec& fn, InvokeRequest req, InvokeCallb
   {
     std::lock_guard lock(mu_);
     auto& latest = specs_[functionKey(fn)];
-    if (latest.revision <= fn.revision || latest.name.empty()) latest = fn;
+    // Copy only when new: a warm call of the same revision must not copy the whole spec.
+    if (latest.revision < fn.revision || latest.name.empty()) latest = fn;
   }
   scheduler_->acquire(refOf(fn), [this, req = std::move(req),
                                   done = std::move(done)](Result<Lease> lease) mutable {
