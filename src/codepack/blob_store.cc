@@ -40,12 +40,13 @@ Result<std::string> BlobStore::readAll(std::string_view name, int64_t maxBytes) 
 
 Status BlobStore::putBytes(std::string_view name, std::string_view bytes,
                            const std::filesystem::path& scratchDir, bool durable) {
-  RETURN_IF_ERROR(makeDirs(scratchDir));
+  RETURN_IF_ERROR(makeDirs(scratchDir, 0700));
   const std::filesystem::path tmp = scratchDir / (".put-" + randomHex(8));
+  // Blobs are root's alone (host_cache.h): a sandbox never reads a pack but through its tree.
   if (durable) {
-    RETURN_IF_ERROR(writeFileAtomic(tmp, bytes, 0644));
+    RETURN_IF_ERROR(writeFileAtomic(tmp, bytes, 0600));
   } else {
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!fd) return Status::fromErrno(errno, "create " + tmp.string());
     for (size_t done = 0; done < bytes.size();) {
       ssize_t w = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
@@ -112,13 +113,15 @@ Result<std::string> LocalDirBlobStore::readRange(std::string_view name, int64_t 
 Status LocalDirBlobStore::putFile(std::string_view name, const std::filesystem::path& path) {
   if (!validBlobName(name)) return badName(name);
   const auto dst = root_ / std::string(name);
-  RETURN_IF_ERROR(makeDirs(dst.parent_path()));
+  RETURN_IF_ERROR(makeDirs(dst.parent_path(), 0700));
+  // Root's alone, whatever mode the file was written with (host_cache.h).
+  if (::chmod(path.c_str(), 0600) != 0) return Status::fromErrno(errno, "chmod " + path.string());
   // link() never replaces: an existing blob (same name, so same bytes) wins.
   if (::link(path.c_str(), dst.c_str()) != 0 && errno != EEXIST) {
     if (errno != EXDEV) return Status::fromErrno(errno, "store blob " + dst.string());
     ASSIGN_OR_RETURN(std::string bytes, readFile(path));
     const auto tmp = dst.parent_path() / (".in-" + randomHex(8));
-    RETURN_IF_ERROR(writeFileAtomic(tmp, bytes, 0644));
+    RETURN_IF_ERROR(writeFileAtomic(tmp, bytes, 0600));
     if (::link(tmp.c_str(), dst.c_str()) != 0 && errno != EEXIST) {
       int err = errno;
       ::unlink(tmp.c_str());

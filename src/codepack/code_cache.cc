@@ -84,7 +84,7 @@ Result<ImportedCode> CodeCache::install(std::string_view zip, const ZipLimits& l
       if (auto info = metaFromJson(*text); info.isOk()) return info;
     }
   }
-  RETURN_IF_ERROR(makeDirs(root_, 0755));
+  RETURN_IF_ERROR(makeDirs(root_, 0700));
   const std::string tag = randomHex(8);
   const std::filesystem::path tmpTree = root_ / (".tmp-" + tag);
   const std::filesystem::path tmpData = root_ / (".tmp-" + tag + ".data");
@@ -107,8 +107,8 @@ Result<ImportedCode> CodeCache::install(std::string_view zip, const ZipLimits& l
   return info;
 }
 
-Result<std::filesystem::path> CodeCache::acquire(const std::string& sha256) {
-  return host_->acquire(sha256);
+Result<std::filesystem::path> CodeCache::acquire(const std::string& sha256, CodeOwner owner) {
+  return host_->acquire(sha256, owner);
 }
 
 std::filesystem::path CodeCache::pathFor(const std::string& sha256) {

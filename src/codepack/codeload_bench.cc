@@ -111,7 +111,7 @@ Result<Sample> measureOnce(const std::string& url, const std::string& sha, const
   {
     HostCodeCache host(std::make_shared<HttpBlobStore>(url), o);
     const auto t0 = Clock::now();
-    ASSIGN_OR_RETURN(fs::path dir, host.acquire(sha));
+    ASSIGN_OR_RETURN(fs::path dir, host.acquire(sha, CodeOwner{}));
     UniqueFd fd(::open((dir / "config.json").c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) return Status::fromErrno(errno, "open config.json");
     char c;

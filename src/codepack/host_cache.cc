@@ -1,5 +1,6 @@
 #include "codepack/host_cache.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -14,6 +15,10 @@
 #include "common/log.h"
 
 namespace stratus {
+
+std::string codeOwnerDirName(CodeOwner owner) {
+  return "owner-" + std::to_string(owner.uid) + "-" + std::to_string(owner.gid);
+}
 
 bool isSha256Hex(std::string_view s) {
   if (s.size() != 64) return false;
@@ -72,9 +77,10 @@ Result<std::shared_ptr<CachedPackData>> CachedPackData::openRemote(
   d->sha256_ = sha256;
   d->partialPath_ = std::move(partialPath);
   d->finalPath_ = std::move(finalPath);
-  RETURN_IF_ERROR(makeDirs(d->partialPath_.parent_path()));
+  RETURN_IF_ERROR(makeDirs(d->partialPath_.parent_path(), 0700));
   // A partial file of an earlier run is not trusted: nobody knows which blocks it holds.
-  d->fd_.reset(::open(d->partialPath_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  d->fd_.reset(::open(d->partialPath_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (d->fd_) (void)::fchmod(d->fd_.get(), 0600);  // an earlier version's file may be 0644
   if (!d->fd_) return Status::fromErrno(errno, "create " + d->partialPath_.string());
   if (::ftruncate(d->fd_.get(), static_cast<off_t>(size)) != 0) {
     return Status::fromErrno(errno, "size " + d->partialPath_.string());
@@ -190,7 +196,7 @@ Status CachedPackData::finish() {
                            " does not match its SHA-256");
   }
   if (::fsync(fd_.get()) != 0) return Status::fromErrno(errno, "fsync " + partialPath_.string());
-  RETURN_IF_ERROR(makeDirs(finalPath_.parent_path()));
+  RETURN_IF_ERROR(makeDirs(finalPath_.parent_path(), 0700));
   // link() never replaces: a complete blob of this name is the same bytes.
   if (::link(partialPath_.c_str(), finalPath_.c_str()) != 0 && errno != EEXIST) {
     return Status::fromErrno(errno, "publish " + finalPath_.string());
@@ -234,17 +240,108 @@ Status CachedPackData::waitComplete(std::chrono::milliseconds timeout) {
 
 // ---- HostCodeCache --------------------------------------------------------------------------
 
+namespace {
+
+// A directory only this process's user may enter: created 0700, or brought to 0700 and our
+// euid/egid if an earlier version (or an operator) left it otherwise.
+Status ensurePrivateDir(const std::filesystem::path& dir) {
+  RETURN_IF_ERROR(makeDirs(dir, 0700));
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return Status::fromErrno(errno, "open " + dir.string());
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return Status::fromErrno(errno, "stat " + dir.string());
+  if ((st.st_uid != ::geteuid() || st.st_gid != ::getegid()) &&
+      ::fchown(fd.get(), ::geteuid(), ::getegid()) != 0) {
+    return Status::fromErrno(errno, "chown " + dir.string());
+  }
+  if ((st.st_mode & 07777) != 0700 && ::fchmod(fd.get(), 0700) != 0) {
+    return Status::fromErrno(errno, "chmod 0700 " + dir.string());
+  }
+  return Status::ok();
+}
+
+// Gives the freshly extracted tree at dirFd (in a directory only we can enter, so nobody can
+// swap an entry under us) to `owner`: directories 0500, files 0400 or 0500 if executable,
+// symlinks chowned without being followed. Children first, so a directory is never made
+// unwritable before its contents are done (root would not care, but the order costs nothing).
+Status handOverTree(int dirFd, CodeOwner owner, const std::string& what, int depth = 0) {
+  if (depth > 256) return invalidArgument("code tree " + what + " is too deep");
+  int dupFd = ::fcntl(dirFd, F_DUPFD_CLOEXEC, 0);
+  if (dupFd < 0) return Status::fromErrno(errno, "dup fd of " + what);
+  DIR* d = ::fdopendir(dupFd);
+  if (d == nullptr) {
+    int err = errno;
+    ::close(dupFd);
+    return Status::fromErrno(err, "opendir " + what);
+  }
+  std::unique_ptr<DIR, int (*)(DIR*)> closer(d, ::closedir);
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat st;
+    if (::fstatat(dirFd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      return Status::fromErrno(errno, "stat " + what + "/" + name);
+    }
+    if (S_ISDIR(st.st_mode)) {
+      UniqueFd sub(::openat(dirFd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!sub) return Status::fromErrno(errno, "open " + what + "/" + name);
+      RETURN_IF_ERROR(handOverTree(sub.get(), owner, what + "/" + name, depth + 1));
+      continue;
+    }
+    if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) {
+      return invalidArgument("code tree " + what + "/" + name + " is not a file or a link");
+    }
+    if (::fchownat(dirFd, name.c_str(), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0) {
+      return Status::fromErrno(errno, "chown " + what + "/" + name);
+    }
+    if (S_ISREG(st.st_mode) &&
+        ::fchmodat(dirFd, name.c_str(), (st.st_mode & 0111) != 0 ? 0500 : 0400, 0) != 0) {
+      return Status::fromErrno(errno, "chmod " + what + "/" + name);
+    }
+  }
+  if (::fchown(dirFd, owner.uid, owner.gid) != 0) return Status::fromErrno(errno, "chown " + what);
+  if (::fchmod(dirFd, 0500) != 0) return Status::fromErrno(errno, "chmod " + what);
+  return Status::ok();
+}
+
+// Removes every "owner-*" directory under root that is empty (after unmounts).
+void removeEmptyOwnerDirs(const std::filesystem::path& root) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(root, ec)) {
+    if (e.path().filename().string().rfind("owner-", 0) == 0) ::rmdir(e.path().c_str());
+  }
+}
+
+}  // namespace
+
 HostCodeCache::HostCodeCache(std::shared_ptr<BlobStore> source, HostCodeCacheOptions options)
     : source_(std::move(source)), options_(std::move(options)) {
   if (options_.mountRoot.empty()) options_.mountRoot = options_.root / "mnt";
   if (options_.treeRoot.empty()) options_.treeRoot = options_.root / "trees";
   local_ = std::make_shared<LocalDirBlobStore>(options_.root / "blobs");
+  // Defense in depth: even a uid that left its mount namespace cannot walk to a blob, a partial
+  // download or any tree from here (host_cache.h).
+  for (const auto& dir : {options_.root, options_.root / "blobs", options_.root / "partial",
+                          options_.treeRoot, options_.mountRoot}) {
+    if (Status st = ensurePrivateDir(dir); !st) {
+      SLOG_WARN("code cache: {} (code stays owner-only, but the directory is not private)",
+                st.toString());
+    }
+  }
+  {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(options_.treeRoot, ec)) {
+      if (e.path().filename().string().rfind("owner-", 0) == 0) (void)ensurePrivateDir(e.path());
+    }
+  }
   // A predecessor killed with -9 left its FUSE mounts behind (dead: ENOTCONN) and maybe
   // partial downloads.
   if (int n = unmountUnder(options_.mountRoot); n > 0) {
     SLOG_INFO("unmounted {} stale code pack mount(s) under {}", n, options_.mountRoot.string());
   }
   (void)removeTree(options_.root / "partial");
+  (void)ensurePrivateDir(options_.root / "partial");
+  removeEmptyOwnerDirs(options_.mountRoot);
   if (options_.useFuse && fuseAvailable()) {
     // Started now rather than at the first mount, so no cold start pays for the fork.
     auto r = MountReaper::start(options_.mountRoot);
@@ -265,9 +362,10 @@ HostCodeCache::~HostCodeCache() {
   }
   for (auto& [sha, p] : packs) {
     std::lock_guard lock(p->mu);
-    p->mount.reset();
+    p->mounts.clear();
     if (p->data) p->data->stop();
   }
+  removeEmptyOwnerDirs(options_.mountRoot);
   reaper_.reset();                      // after the unmounts: it finds nothing left and exits
   ::rmdir(options_.mountRoot.c_str());  // only if empty
 }
@@ -340,14 +438,27 @@ Status HostCodeCache::open(const std::string& sha, Pack& p) {
   return Status::ok();
 }
 
-Result<std::filesystem::path> HostCodeCache::extractTree(const std::string& sha, Pack& p) {
-  const auto tree = options_.treeRoot / sha;
+Result<std::filesystem::path> HostCodeCache::extractTree(const std::string& sha, Pack& p,
+                                                         std::optional<CodeOwner> owner) {
+  const auto parent = owner ? options_.treeRoot / codeOwnerDirName(*owner) : options_.treeRoot;
+  const auto tree = parent / sha;
   if (isDirectory(tree)) return tree;
   RETURN_IF_ERROR(open(sha, p));
   // Full tier: everything local first, then a plain tree.
   RETURN_IF_ERROR(p.data->downloadAll());
-  const auto tmp = options_.treeRoot / (".tmp-" + randomHex(8));
+  RETURN_IF_ERROR(ensurePrivateDir(parent));
+  const auto tmp = parent / (".tmp-" + randomHex(8));
   RETURN_IF_ERROR(extractPack(*p.reader, tmp));
+  if (owner) {
+    // Owned before it is published: nobody ever sees the tree at its final path as root's.
+    UniqueFd dir(::open(tmp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    Status st = dir ? handOverTree(dir.get(), *owner, tmp.string())
+                    : Status::fromErrno(errno, "open " + tmp.string());
+    if (!st) {
+      (void)removeTree(tmp);
+      return st;
+    }
+  }
   if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, tree.c_str(), RENAME_NOREPLACE) != 0) {
     int err = errno;
     (void)removeTree(tmp);
@@ -358,10 +469,12 @@ Result<std::filesystem::path> HostCodeCache::extractTree(const std::string& sha,
   return tree;
 }
 
-Result<std::filesystem::path> HostCodeCache::load(const std::string& sha, Pack& p) {
-  if (p.mount) return p.mount->mountPoint();
-  // Code extracted by an earlier version or by the full tier is local already.
-  if (isDirectory(options_.treeRoot / sha)) return options_.treeRoot / sha;
+Result<std::filesystem::path> HostCodeCache::load(const std::string& sha, Pack& p,
+                                                  CodeOwner owner) {
+  if (auto it = p.mounts.find(owner); it != p.mounts.end()) return it->second->mountPoint();
+  // Extracted by the full tier (of this or an earlier run) for this owner: local already.
+  const auto ownerTree = options_.treeRoot / codeOwnerDirName(owner) / sha;
+  if (isDirectory(ownerTree)) return ownerTree;
   if (options_.useFuse && !fuseBroken_) {
     RETURN_IF_ERROR(open(sha, p));
     {
@@ -373,17 +486,20 @@ Result<std::filesystem::path> HostCodeCache::load(const std::string& sha, Pack& 
         reaper_ = std::move(*r);
       }
     }
-    auto m = PackMount::mount(p.reader, options_.mountRoot / sha, options_.fuseThreads);
+    const auto ownerDir = options_.mountRoot / codeOwnerDirName(owner);
+    RETURN_IF_ERROR(ensurePrivateDir(ownerDir));
+    auto m = PackMount::mount(p.reader, ownerDir / sha, owner, options_.fuseThreads);
     if (m) {
-      p.mount = std::move(*m);
+      auto& mount = p.mounts[owner];
+      mount = std::move(*m);
       if (options_.backgroundDownload) p.data->startBackground();
-      return p.mount->mountPoint();
+      return mount->mountPoint();
     }
     fuseBroken_ = true;
     SLOG_WARN("code packs: FUSE unusable ({}); falling back to full extraction",
               m.status().toString());
   }
-  return extractTree(sha, p);
+  return extractTree(sha, p, owner);
 }
 
 std::shared_ptr<HostCodeCache::Pack> HostCodeCache::slot(const std::string& sha) {
@@ -393,11 +509,11 @@ std::shared_ptr<HostCodeCache::Pack> HostCodeCache::slot(const std::string& sha)
   return s;
 }
 
-Result<std::filesystem::path> HostCodeCache::acquire(const std::string& sha) {
+Result<std::filesystem::path> HostCodeCache::acquire(const std::string& sha, CodeOwner owner) {
   if (!isSha256Hex(sha)) return invalidArgument("not a code sha256: '" + sha + "'");
   std::shared_ptr<Pack> p = slot(sha);
   std::lock_guard lock(p->mu);
-  auto r = load(sha, *p);
+  auto r = load(sha, *p, owner);
   if (!r) return r.status().withContext("load code pack " + sha);
   return r;
 }
@@ -406,7 +522,7 @@ Result<std::filesystem::path> HostCodeCache::extract(const std::string& sha) {
   if (!isSha256Hex(sha)) return invalidArgument("not a code sha256: '" + sha + "'");
   std::shared_ptr<Pack> p = slot(sha);
   std::lock_guard lock(p->mu);
-  auto r = extractTree(sha, *p);
+  auto r = extractTree(sha, *p, std::nullopt);
   if (!r) return r.status().withContext("extract code pack " + sha);
   return r;
 }
@@ -424,8 +540,14 @@ Status HostCodeCache::release(const std::string& sha) {
   }
   if (p) {
     std::lock_guard lock(p->mu);
-    p->mount.reset();
+    p->mounts.clear();
     if (p->data && p->data.use_count() == 1) p->data->stop();
+  }
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(options_.treeRoot, ec)) {
+    if (e.path().filename().string().rfind("owner-", 0) == 0) {
+      RETURN_IF_ERROR(removeTree(e.path() / sha));
+    }
   }
   return removeTree(options_.treeRoot / sha);
 }
@@ -456,7 +578,7 @@ bool HostCodeCache::mounted(const std::string& sha) {
     p = it->second;
   }
   std::lock_guard plock(p->mu);
-  return p->mount != nullptr;
+  return !p->mounts.empty();
 }
 
 }  // namespace stratus

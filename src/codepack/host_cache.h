@@ -1,13 +1,26 @@
 // Worker side of code packs (seed 2.4, two tiers): HostCodeCache turns a pack name (the zip's
-// sha256, FunctionSpec::codeSha256) into a directory the sandbox can bind-mount at /code.
+// sha256, FunctionSpec::codeSha256) and an owner into a directory the sandbox can bind-mount at
+// /code.
 //
 //   * Lazy tier (FUSE available, the default): fetch the small index, mount a PackMount at
-//     mountRoot/<sha> and return at once. Reads are served by range from the source (peers,
-//     then origin) while a background thread downloads the whole data file into the host cache;
-//     once it is local and its SHA-256 checks out, every read is local. One mount per pack per
-//     host, shared by every instance of every function with that code.
+//     mountRoot/owner-<uid>-<gid>/<sha> and return at once. Reads are served by range from the
+//     source (peers, then origin) while a background thread downloads the whole data file into
+//     the host cache; once it is local and its SHA-256 checks out, every read is local. One
+//     mount per (owner, pack) per host, shared by every instance of that owner with that code.
 //   * Full tier (no FUSE, or useFuse=false): download the whole data file, then extract it to
-//     treeRoot/<sha>.
+//     treeRoot/owner-<uid>-<gid>/<sha>.
+//
+// Ownership (issue 3): the tree a caller gets belongs to its CodeOwner -- the host uid/gid the
+// sandbox's command runs as, i.e. the tenant's -- directories 0500, files 0400 (0500 if
+// executable), so no other uid (another tenant's range, nobody) can list or read it even given
+// the path. Full tier: chowned and chmodded before the rename that publishes it. Lazy tier: the
+// FUSE view reports that owner and those modes and the kernel enforces them. Two owners with the
+// same code get two trees/mounts; the data file underneath stays one, shared.
+// Everything under root, treeRoot and mountRoot other than those trees is root's alone: the
+// constructor makes root, root/blobs, root/partial, treeRoot, mountRoot and each owner-* directory
+// 0700 owned by this process's euid (also when an earlier version left them 0755), so no
+// sandbox uid can even traverse to a blob, a partial download, or another owner's tree. Data
+// files and indexes are 0600. Sandboxes reach their own tree only through the bind mount.
 //
 // The host cache directory (`blobs/` under root) holds complete, verified blobs only, so a
 // BlobServer over localStore() serves peers exactly what this host holds.
@@ -22,6 +35,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -109,18 +123,20 @@ class HostCodeCache {
   HostCodeCache(const HostCodeCache&) = delete;
   HostCodeCache& operator=(const HostCodeCache&) = delete;
 
-  // The directory holding pack `sha`'s tree (a FUSE mount or an extracted tree), ready to
-  // bind-mount. Idempotent and cheap once done; concurrent calls for one pack share the work.
-  Result<std::filesystem::path> acquire(const std::string& sha);
-  // The full tier whatever the options say: pack `sha` extracted to treeRoot/<sha>.
+  // The directory holding pack `sha`'s tree as `owner`'s (a FUSE mount or an extracted tree;
+  // see the ownership rules above), ready to bind-mount. Idempotent and cheap once done;
+  // concurrent calls for one pack share the work.
+  Result<std::filesystem::path> acquire(const std::string& sha, CodeOwner owner);
+  // The full tier whatever the options say, owned by this process (root) and not for sandboxes:
+  // pack `sha` extracted to treeRoot/<sha>.
   Result<std::filesystem::path> extract(const std::string& sha);
-  // Unmounts / deletes pack `sha` on this host (no instance may be using it any more).
+  // Unmounts / deletes pack `sha` on this host, for every owner (no instance may be using it).
   Status release(const std::string& sha);
   // What this host holds, complete and verified: serve it to peers with a BlobServer.
   std::shared_ptr<LocalDirBlobStore> localStore() const { return local_; }
   // Waits until pack `sha`'s data file is complete on this host (tests, bench).
   Status waitLocal(const std::string& sha, std::chrono::milliseconds timeout);
-  bool mounted(const std::string& sha);
+  bool mounted(const std::string& sha);  // for any owner
   const HostCodeCacheOptions& options() const { return options_; }
 
  private:
@@ -129,12 +145,14 @@ class HostCodeCache {
     std::shared_ptr<const PackIndex> index;
     std::shared_ptr<CachedPackData> data;
     std::shared_ptr<PackReader> reader;
-    std::unique_ptr<PackMount> mount;
+    std::map<CodeOwner, std::unique_ptr<PackMount>> mounts;  // GUARDED_BY(mu)
   };
   std::shared_ptr<Pack> slot(const std::string& sha);
   Status open(const std::string& sha, Pack& p);  // index, data source, reader
-  Result<std::filesystem::path> load(const std::string& sha, Pack& p);
-  Result<std::filesystem::path> extractTree(const std::string& sha, Pack& p);
+  Result<std::filesystem::path> load(const std::string& sha, Pack& p, CodeOwner owner);
+  // owner empty: root's tree at treeRoot/<sha> (extract()).
+  Result<std::filesystem::path> extractTree(const std::string& sha, Pack& p,
+                                            std::optional<CodeOwner> owner);
   Result<std::string> fetchIndex(const std::string& sha);
 
   std::shared_ptr<BlobStore> source_;
@@ -149,5 +167,8 @@ class HostCodeCache {
 };
 
 bool isSha256Hex(std::string_view s);
+
+// "owner-<uid>-<gid>": the directory under treeRoot and mountRoot holding an owner's trees.
+std::string codeOwnerDirName(CodeOwner owner);
 
 }  // namespace stratus

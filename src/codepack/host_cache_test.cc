@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -14,6 +15,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <thread>
 
@@ -31,6 +33,52 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+
+// nobody: what the plain profile (no user namespaces) runs sandboxes as.
+constexpr CodeOwner kOwner{65534, 65534};
+// Two tenants' sandbox uids as TenantIdMap hands them out (range base + 65534).
+constexpr CodeOwner kTenantA{(1u << 24) + 65534, (1u << 24) + 65534};
+constexpr CodeOwner kTenantB{(1u << 24) + 65536 + 65534, (1u << 24) + 65536 + 65534};
+
+std::string ownerDir(CodeOwner o) { return codeOwnerDirName(o); }
+
+// Runs fn in a child process as `who` (all of real/effective/saved uid and gid, no
+// supplementary groups) -- a stranger to root's files, like a sandbox's host uid. fn returns 0
+// or an errno; so does this (255: could not become `who`).
+int asUser(CodeOwner who, const std::function<int()>& fn) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(who.gid, who.gid, who.gid) != 0 ||
+        ::setresuid(who.uid, who.uid, who.uid) != 0) {
+      _exit(255);
+    }
+    _exit(fn());
+  }
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return 254;
+  return WEXITSTATUS(status);
+}
+
+// 0 if the file opens and reads, else the errno.
+int readAt(int dirFd, const char* name) {
+  int fd = ::openat(dirFd, name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  char c;
+  int r = ::read(fd, &c, 1) < 0 ? errno : 0;
+  ::close(fd);
+  return r;
+}
+// 0 if the directory lists, else the errno.
+int listAt(int dirFd) {
+  int fd = ::openat(dirFd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  DIR* d = ::fdopendir(fd);
+  if (d == nullptr) return errno;
+  errno = 0;
+  int r = ::readdir(d) == nullptr ? (errno != 0 ? errno : ENOENT) : 0;
+  ::closedir(d);
+  return r;
+}
 
 bool mountedAt(const fs::path& p) {
   std::ifstream in("/proc/self/mountinfo");
@@ -126,7 +174,7 @@ TEST(PackMount, ServesTheTreeReadOnlyAndUnmountsOnDestruction) {
       std::make_shared<PackReader>(std::make_shared<const PackIndex>(std::move(*ix)), *data);
   const fs::path mp = t.path() / "mnt";
   {
-    auto m = PackMount::mount(reader, mp);
+    auto m = PackMount::mount(reader, mp, kOwner);
     ASSERT_TRUE(m.isOk()) << m.status().toString();
     EXPECT_TRUE(mountedAt(mp));
     EXPECT_EQ(*readFile(mp / "data/small.txt"), "small\n");
@@ -135,8 +183,14 @@ TEST(PackMount, ServesTheTreeReadOnlyAndUnmountsOnDestruction) {
     EXPECT_EQ(*readFile(mp / "lib/link"), *readFile(mp / "index.py"));
     struct stat st;
     ASSERT_EQ(::stat((mp / "bootstrap").c_str(), &st), 0);
-    EXPECT_EQ(st.st_mode, S_IFREG | 0755u);
+    EXPECT_EQ(st.st_mode, S_IFREG | 0500u);  // the owner's alone; executable stays executable
+    EXPECT_EQ(st.st_uid, kOwner.uid);
+    EXPECT_EQ(st.st_gid, kOwner.gid);
     EXPECT_EQ(st.st_size, 18);
+    ASSERT_EQ(::stat((mp / "index.py").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode, S_IFREG | 0400u);
+    ASSERT_EQ(::stat(mp.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode, S_IFDIR | 0500u);
     ASSERT_EQ(::stat((mp / "lib/emptydir").c_str(), &st), 0);
     EXPECT_TRUE(S_ISDIR(st.st_mode));
     std::set<std::string> names;
@@ -147,7 +201,10 @@ TEST(PackMount, ServesTheTreeReadOnlyAndUnmountsOnDestruction) {
     EXPECT_EQ(errno, EROFS);
     EXPECT_LT(::open((mp / "new").c_str(), O_WRONLY | O_CREAT, 0644), 0);
     EXPECT_LT(::mkdir((mp / "d").c_str(), 0755), 0);
-    // Another user (as a sandbox is) can read it: allow_other + the modes.
+    // The owner (as a sandbox is) can read it: allow_other + the modes; nobody else can.
+    EXPECT_EQ(
+        asUser({65533, 65533}, [&] { return readAt(AT_FDCWD, (mp / "data/small.txt").c_str()); }),
+        EACCES);
     ASSERT_EQ(::chmod(t.path().c_str(), 0755), 0);  // mkdtemp made it 0700
     pid_t pid = ::fork();
     if (pid == 0) {
@@ -170,14 +227,14 @@ TEST(HostCodeCache, LazyMountReadsByRangeThenDownloadsEverything) {
   {
     HostCodeCache host(std::make_shared<HttpBlobStore>(o.server->url()),
                        at(hostRoot, true, /*background=*/false));
-    auto dir = host.acquire(o.sha);
+    auto dir = host.acquire(o.sha, kOwner);
     ASSERT_TRUE(dir.isOk()) << dir.status().toString();
-    EXPECT_EQ(*dir, hostRoot / "mnt" / o.sha);
+    EXPECT_EQ(*dir, hostRoot / "mnt" / ownerDir(kOwner) / o.sha);
     EXPECT_TRUE(host.mounted(o.sha));
     EXPECT_EQ(*readFile(*dir / "data/small.txt"), "small\n");
     // Only the index and the block holding small.txt came over the wire (no background).
     EXPECT_LT(o.server->bytesServed(), 2 << 20) << "read more than it needed";
-    EXPECT_EQ(*host.acquire(o.sha), *dir);  // idempotent: one mount per pack per host
+    EXPECT_EQ(*host.acquire(o.sha, kOwner), *dir);  // idempotent: one mount per pack per host
 
     ASSERT_TRUE(host.waitLocal(o.sha, 60s).isOk());
     EXPECT_TRUE(fs::exists(hostRoot / "blobs" / o.dataName));
@@ -191,7 +248,7 @@ TEST(HostCodeCache, LazyMountReadsByRangeThenDownloadsEverything) {
   // A new host cache over the same directory finds the pack local: nothing is fetched.
   const int64_t before = o.server->bytesServed();
   HostCodeCache again(std::make_shared<HttpBlobStore>(o.server->url()), at(hostRoot));
-  auto dir = again.acquire(o.sha);
+  auto dir = again.acquire(o.sha, kOwner);
   ASSERT_TRUE(dir.isOk()) << dir.status().toString();
   EXPECT_EQ(*readFile(*dir / "data/big.bin"), o.big);
   EXPECT_EQ(o.server->bytesServed(), before);
@@ -202,7 +259,7 @@ TEST(HostCodeCache, BackgroundDownloadCompletesBehindTheMount) {
   TempDir t;
   Origin o(t.path(), 12 << 20);
   HostCodeCache host(std::make_shared<HttpBlobStore>(o.server->url()), at(t.path() / "host"));
-  auto dir = host.acquire(o.sha);
+  auto dir = host.acquire(o.sha, kOwner);
   ASSERT_TRUE(dir.isOk()) << dir.status().toString();
   EXPECT_EQ(*readFile(*dir / "index.py"),
             "def handler(e, c):\n    return open('/code/data/small.txt').read()\n");
@@ -217,9 +274,9 @@ TEST(HostCodeCache, FullTierExtractsWithoutFuse) {
   HostCodeCacheOptions opts = at(t.path() / "host");
   opts.useFuse = false;
   HostCodeCache host(std::make_shared<HttpBlobStore>(o.server->url()), opts);
-  auto dir = host.acquire(o.sha);
+  auto dir = host.acquire(o.sha, kOwner);
   ASSERT_TRUE(dir.isOk()) << dir.status().toString();
-  EXPECT_EQ(*dir, t.path() / "host/trees" / o.sha);
+  EXPECT_EQ(*dir, t.path() / "host/trees" / ownerDir(kOwner) / o.sha);
   EXPECT_FALSE(host.mounted(o.sha));
   EXPECT_EQ(*readFile(*dir / "data/big.bin"), o.big);
   EXPECT_EQ(fs::read_symlink(*dir / "lib/link"), "../index.py");
@@ -234,18 +291,18 @@ TEST(HostCodeCache, UnknownAndCorruptPacksAreErrors) {
   HostCodeCacheOptions opts = at(t.path() / "host");
   opts.useFuse = false;
   HostCodeCache host(std::make_shared<HttpBlobStore>(o.server->url()), opts);
-  EXPECT_EQ(host.acquire(sha256Hex("nope")).status().code(), Code::kNotFound);
-  EXPECT_EQ(host.acquire("../etc").status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(host.acquire(sha256Hex("nope"), kOwner).status().code(), Code::kNotFound);
+  EXPECT_EQ(host.acquire("../etc", kOwner).status().code(), Code::kInvalidArgument);
   // A data file damaged at the origin: extraction fails on the checksum, nothing is published.
   const fs::path data = *o.store->localPath(o.dataName);
   std::string bytes = *readFile(data);
   bytes[bytes.size() / 2] ^= 0x55;
   ASSERT_EQ(::unlink(data.c_str()), 0);
   ASSERT_TRUE(writeFileAtomic(data, bytes).isOk());
-  auto r = host.acquire(o.sha);
+  auto r = host.acquire(o.sha, kOwner);
   ASSERT_FALSE(r.isOk());
   EXPECT_NE(r.status().message().find("SHA-256"), std::string::npos) << r.status().message();
-  EXPECT_FALSE(fs::exists(t.path() / "host/trees" / o.sha));
+  EXPECT_FALSE(fs::exists(t.path() / "host/trees" / ownerDir(kOwner) / o.sha));
   EXPECT_FALSE(fs::exists(t.path() / "host/blobs" / o.dataName));
 }
 
@@ -264,7 +321,7 @@ TEST(HostCodeCache, PeersServeWhatTheyHoldBeforeTheOrigin) {
   HostCodeCache a(sourceA, opts("a"));
   auto serverA = BlobServer::start(a.localStore());
   ASSERT_TRUE(serverA.isOk());
-  auto dirA = a.acquire(o.sha);
+  auto dirA = a.acquire(o.sha, kOwner);
   ASSERT_TRUE(dirA.isOk()) << dirA.status().toString();
   ASSERT_TRUE(a.waitLocal(o.sha, 60s).isOk());
   const int64_t originAfterA = o.server->bytesServed();
@@ -273,7 +330,7 @@ TEST(HostCodeCache, PeersServeWhatTheyHoldBeforeTheOrigin) {
   auto sourceB =
       std::make_shared<PeerBlobStore>(std::vector<std::string>{(*serverA)->url()}, originClient);
   HostCodeCache b(sourceB, opts("b"));
-  auto dirB = b.acquire(o.sha);
+  auto dirB = b.acquire(o.sha, kOwner);
   ASSERT_TRUE(dirB.isOk()) << dirB.status().toString();
   EXPECT_EQ(*readFile(*dirB / "data/small.txt"), "small\n");
   ASSERT_TRUE(b.waitLocal(o.sha, 60s).isOk());
@@ -285,7 +342,7 @@ TEST(HostCodeCache, PeersServeWhatTheyHoldBeforeTheOrigin) {
   auto sourceC = std::make_shared<PeerBlobStore>(
       std::vector<std::string>{"http://127.0.0.1:1", (*serverA)->url()}, originClient);
   HostCodeCache c(sourceC, opts("c"));
-  auto dirC = c.acquire(o.sha);
+  auto dirC = c.acquire(o.sha, kOwner);
   ASSERT_TRUE(dirC.isOk()) << dirC.status().toString();
   ASSERT_TRUE(c.waitLocal(o.sha, 60s).isOk());
   EXPECT_EQ(*readFile(*dirC / "data/big-copy.bin"), o.big);
@@ -297,7 +354,7 @@ TEST(HostCodeCache, PeersServeWhatTheyHoldBeforeTheOrigin) {
       std::make_shared<PeerBlobStore>(std::vector<std::string>{(*serverA)->url()},
                                       std::make_shared<HttpBlobStore>(other.server->url()));
   HostCodeCache d(sourceD, opts("d"));
-  auto dirD = d.acquire(other.sha);
+  auto dirD = d.acquire(other.sha, kOwner);
   ASSERT_TRUE(dirD.isOk()) << dirD.status().toString();
   EXPECT_EQ(*readFile(*dirD / "data/big.bin"), other.big);
   EXPECT_EQ(sourceD->bytesFromPeers(), 0);
@@ -328,7 +385,7 @@ TEST(HostCodeCache, MountsDoNotOutliveAKilledProcess) {
   if (pid == 0) {
     ::close(ready[0]);
     HostCodeCache host(o.store, at(hostRoot));
-    auto dir = host.acquire(o.sha);
+    auto dir = host.acquire(o.sha, kOwner);
     char c = dir.isOk() && readFile(*dir / "data/small.txt").isOk() ? 'y' : 'n';
     (void)!::write(ready[1], &c, 1);
     for (;;) ::pause();
@@ -367,22 +424,137 @@ TEST(CodeCache, InstallStoresAPackAndServesItThroughTheMount) {
     // Deploy stores a pack, not a tree.
     EXPECT_TRUE(fs::exists(root / "blobs" / packIndexBlob(sha)));
     EXPECT_FALSE(fs::exists(root / sha));
-    auto dir = cache.acquire(sha);
+    auto dir = cache.acquire(sha, kOwner);
     ASSERT_TRUE(dir.isOk()) << dir.status().toString();
     EXPECT_EQ(*readFile(*dir / "index.py"), "def handler(e, c):\n    return 1\n");
     EXPECT_EQ(*readFile(*dir / "link"), randomBytes(3 << 20, 2));
     if (fuseAvailable() && ::geteuid() == 0) {
-      EXPECT_EQ(*dir, defaultMountRoot(root) / sha);
+      EXPECT_EQ(*dir, defaultMountRoot(root) / ownerDir(kOwner) / sha);
       EXPECT_TRUE(mountedAt(*dir));
     }
   }
   EXPECT_FALSE(mountsUnder(defaultMountRoot(root))) << "CodeCache left a mount behind";
-  // Without FUSE the same pack is extracted where earlier versions kept trees.
+  // Without FUSE the same pack is extracted, per owner, under the (private) code root.
   CodeCache plain(root, CodeCacheOptions{false, {}, nullptr, {}});
-  auto dir = plain.acquire(sha);
+  auto dir = plain.acquire(sha, kOwner);
   ASSERT_TRUE(dir.isOk()) << dir.status().toString();
-  EXPECT_EQ(*dir, root / sha);
+  EXPECT_EQ(*dir, root / ownerDir(kOwner) / sha);
   EXPECT_EQ(*readFile(*dir / "index.py"), "def handler(e, c):\n    return 1\n");
+}
+
+// Issue 3: a tenant's code is its own. Two tenants acquire the same pack; each gets a tree owned
+// by its sandbox uid (dirs 0500, files 0400, executables 0500) that the other tenant's uid and
+// nobody can neither list nor read -- even holding a handle to the directory, as a bind mount
+// would give -- while the owner can. Everything around the trees is root's (0700, blobs 0600),
+// so no such uid even gets to the path. Both tiers.
+class CodeOwnership : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CodeOwnership, TreesBelongToTheirTenantAndNobodyElse) {
+  const bool fuse = GetParam();
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to hand trees to other uids";
+  if (fuse && !fuseAvailable()) GTEST_SKIP() << "no /dev/fuse: the FUSE tier is the subject";
+  TempDir t;
+  ASSERT_EQ(::chmod(t.path().c_str(), 0755), 0);  // only the cache's own dirs may stop them
+  Origin o(t.path());
+  const fs::path root = t.path() / "host";
+  HostCodeCache host(std::make_shared<HttpBlobStore>(o.server->url()), at(root, fuse));
+  auto dirA = host.acquire(o.sha, kTenantA);
+  ASSERT_TRUE(dirA.isOk()) << dirA.status().toString();
+  auto dirB = host.acquire(o.sha, kTenantB);
+  ASSERT_TRUE(dirB.isOk()) << dirB.status().toString();
+  EXPECT_NE(*dirA, *dirB) << "two tenants share one view of their code";
+  EXPECT_EQ(host.mounted(o.sha), fuse);
+  ASSERT_TRUE(host.waitLocal(o.sha, 60s).isOk());
+  EXPECT_EQ(*readFile(*dirB / "data/big.bin"), o.big);  // root reads both
+
+  // What each tree looks like on the host.
+  for (auto [dir, owner] : {std::pair{*dirA, kTenantA}, std::pair{*dirB, kTenantB}}) {
+    struct stat st;
+    ASSERT_EQ(::lstat(dir.c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, owner.uid);
+    EXPECT_EQ(st.st_gid, owner.gid);
+    EXPECT_EQ(st.st_mode, S_IFDIR | 0500u) << dir;
+    ASSERT_EQ(::lstat((dir / "data").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode, S_IFDIR | 0500u);
+    EXPECT_EQ(st.st_uid, owner.uid);
+    ASSERT_EQ(::lstat((dir / "index.py").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode, S_IFREG | 0400u);
+    EXPECT_EQ(st.st_uid, owner.uid);
+    EXPECT_EQ(st.st_gid, owner.gid);
+    ASSERT_EQ(::lstat((dir / "bootstrap").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode, S_IFREG | 0500u);
+    ASSERT_EQ(::lstat((dir / "lib/link").c_str(), &st), 0);
+    EXPECT_TRUE(S_ISLNK(st.st_mode));
+    EXPECT_EQ(st.st_uid, owner.uid);
+  }
+  // Everything else under the cache is root's alone.
+  for (const fs::path& d : {root, root / "blobs", root / "partial", root / "trees", root / "mnt",
+                            root / (fuse ? "mnt" : "trees") / ownerDir(kTenantA)}) {
+    struct stat st;
+    ASSERT_EQ(::lstat(d.c_str(), &st), 0) << d;
+    EXPECT_EQ(st.st_mode & 07777, 0700u) << d;
+    EXPECT_EQ(st.st_uid, 0u) << d;
+  }
+  struct stat blob;
+  ASSERT_EQ(::lstat((root / "blobs" / o.dataName).c_str(), &blob), 0);
+  EXPECT_EQ(blob.st_mode & 07777, 0600u);
+
+  // Handles to the trees, as a bind mount gives a sandbox (no walk through the cache's dirs).
+  UniqueFd a(::open(dirA->c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd b(::open(dirB->c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(a && b);
+  const int fa = a.get(), fb = b.get();
+  // The owner reads and lists its own code.
+  EXPECT_EQ(asUser(kTenantA, [&] { return readAt(fa, "index.py"); }), 0);
+  EXPECT_EQ(asUser(kTenantA, [&] { return readAt(fa, "data/small.txt"); }), 0);
+  EXPECT_EQ(asUser(kTenantA, [&] { return listAt(fa); }), 0);
+  EXPECT_EQ(asUser(kTenantB, [&] { return readAt(fb, "index.py"); }), 0);
+  // The other tenant and nobody cannot read, list or even look inside.
+  for (CodeOwner stranger : {kTenantB, kOwner}) {
+    EXPECT_EQ(asUser(stranger, [&] { return readAt(fa, "index.py"); }), EACCES);
+    EXPECT_EQ(asUser(stranger, [&] { return readAt(fa, "data/small.txt"); }), EACCES);
+    EXPECT_EQ(asUser(stranger, [&] { return listAt(fa); }), EACCES);
+  }
+  EXPECT_EQ(asUser(kTenantA, [&] { return readAt(fb, "index.py"); }), EACCES);
+  EXPECT_EQ(asUser(kTenantA, [&] { return listAt(fb); }), EACCES);
+  // By host path, not even the owner gets through the cache's root-only directories.
+  for (CodeOwner who : {kTenantA, kTenantB}) {
+    EXPECT_EQ(asUser(who, [&] { return readAt(AT_FDCWD, (*dirA / "index.py").c_str()); }), EACCES);
+    EXPECT_EQ(asUser(who, [&] { return readAt(AT_FDCWD, (root / "blobs" / o.dataName).c_str()); }),
+              EACCES);
+  }
+  // release() takes every owner's copy away.
+  a.reset();
+  b.reset();
+  ASSERT_TRUE(host.release(o.sha).isOk());
+  EXPECT_FALSE(host.mounted(o.sha));
+  if (!fuse) {
+    EXPECT_FALSE(fs::exists(*dirA));
+    EXPECT_FALSE(fs::exists(*dirB));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Tiers, CodeOwnership, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return i.param ? "Fuse" : "Extracted";
+                         });
+
+// An earlier version left the cache world-traversable: the next start takes that back.
+TEST(HostCodeCache, MakesAnOpenCacheRootPrivateAgain) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  TempDir t;
+  const fs::path root = t.path() / "host";
+  ASSERT_TRUE(makeDirs(root / "blobs/data", 0755).isOk());
+  ASSERT_TRUE(makeDirs(root / "trees" / ownerDir(kTenantA), 0755).isOk());
+  ASSERT_EQ(::chmod(root.c_str(), 0755), 0);
+  ASSERT_EQ(::chown((root / "blobs").c_str(), 65534, 65534), 0);
+  HostCodeCache host(std::make_shared<LocalDirBlobStore>(t.path() / "origin"), at(root, false));
+  for (const fs::path& d : {root, root / "blobs", root / "trees" / ownerDir(kTenantA)}) {
+    struct stat st;
+    ASSERT_EQ(::lstat(d.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0700u) << d;
+    EXPECT_EQ(st.st_uid, 0u) << d;
+  }
 }
 
 }  // namespace

@@ -27,7 +27,8 @@ namespace {
 // A pack never changes, so the kernel may cache names and attributes for as long as it likes.
 constexpr double kCacheSeconds = 86400.0;
 
-PackReader& readerOf(fuse_req_t req) { return *static_cast<PackReader*>(fuse_req_userdata(req)); }
+PackMount& mountOf(fuse_req_t req) { return *static_cast<PackMount*>(fuse_req_userdata(req)); }
+PackReader& readerOf(fuse_req_t req) { return mountOf(req).reader(); }
 
 // FUSE inode numbers are entry index + 1 (FUSE_ROOT_ID is 1, the root is entry 0).
 bool entryOf(const PackIndex& ix, fuse_ino_t ino, uint32_t& out) {
@@ -36,11 +37,21 @@ bool entryOf(const PackIndex& ix, fuse_ino_t ino, uint32_t& out) {
   return true;
 }
 
-void fillStat(const PackIndex& ix, uint32_t i, struct stat& st) {
+// The owner's alone, read-only: the pack's own modes only decide whether a file is executable.
+mode_t ownedMode(const PackEntry& e) {
+  if (PackIndex::isDir(e)) return S_IFDIR | 0500;
+  if (PackIndex::isSymlink(e)) return S_IFLNK | 0777;  // links carry no permissions of their own
+  return S_IFREG | ((e.mode & 0111) != 0 ? 0500 : 0400);
+}
+
+void fillStat(fuse_req_t req, uint32_t i, struct stat& st) {
   std::memset(&st, 0, sizeof st);
+  const PackIndex& ix = readerOf(req).index();
   const PackEntry& e = ix.entry(i);
   st.st_ino = i + 1;
-  st.st_mode = e.mode;
+  st.st_mode = ownedMode(e);
+  st.st_uid = mountOf(req).owner().uid;
+  st.st_gid = mountOf(req).owner().gid;
   st.st_nlink = PackIndex::isDir(e) ? 2 : 1;
   st.st_size = static_cast<off_t>(e.size);
   st.st_blksize = 4096;
@@ -62,7 +73,7 @@ void opLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   if (child != PackIndex::kNone) {
     e.ino = child + 1;
     e.generation = 1;
-    fillStat(ix, child, e.attr);
+    fillStat(req, child, e.attr);
   }
   fuse_reply_entry(req, &e);
 }
@@ -75,7 +86,7 @@ void opGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
     return;
   }
   struct stat st;
-  fillStat(ix, i, st);
+  fillStat(req, i, st);
   fuse_reply_attr(req, &st, kCacheSeconds);
 }
 
@@ -164,7 +175,7 @@ void opReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
       uint32_t c = kids[k - 2];
       name = std::string(ix.name(c));
       st.st_ino = c + 1;
-      st.st_mode = ix.entry(c).mode;
+      st.st_mode = ownedMode(ix.entry(c));
     }
     size_t need = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st,
                                     static_cast<off_t>(k + 1));
@@ -238,10 +249,10 @@ bool fuseAvailable() {
 
 Result<std::unique_ptr<PackMount>> PackMount::mount(std::shared_ptr<PackReader> reader,
                                                     const std::filesystem::path& mountPoint,
-                                                    int threads) {
+                                                    CodeOwner owner, int threads) {
   if (!fuseAvailable()) return unavailable("FUSE is not available (/dev/fuse cannot be opened)");
   RETURN_IF_ERROR(makeDirs(mountPoint, 0755));
-  std::unique_ptr<PackMount> m(new PackMount(std::move(reader), mountPoint));
+  std::unique_ptr<PackMount> m(new PackMount(std::move(reader), mountPoint, owner));
   m->stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!m->stop_) return Status::fromErrno(errno, "eventfd for the code pack mount");
 
@@ -252,7 +263,7 @@ Result<std::unique_ptr<PackMount>> PackMount::mount(std::shared_ptr<PackReader> 
         "ro,allow_other,default_permissions,fsname=stratus-codepack,subtype=stratus"}) {
     if (fuse_opt_add_arg(&args, a) != 0) return internalError("fuse_opt_add_arg failed");
   }
-  m->session_ = fuse_session_new(&args, &kOps, sizeof kOps, m->reader_.get());
+  m->session_ = fuse_session_new(&args, &kOps, sizeof kOps, m.get());
   if (m->session_ == nullptr) return internalError("fuse_session_new failed");
   if (fuse_session_mount(m->session_, mountPoint.c_str()) != 0) {
     return unavailable("mount FUSE code pack at " + mountPoint.string() + " failed");

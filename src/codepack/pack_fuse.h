@@ -1,11 +1,14 @@
 // PackMount: a read-only FUSE filesystem (libfuse3 low-level API) showing one code pack's tree,
 // serving each read from a PackReader, i.e. by range from wherever the pack's data file is
 // (host cache, peer, origin). This is the "lazy" tier of seed 2.4: the runtime sees /code at
-// once and pays only for the chunks it touches. One mount per pack per host; every sandbox of
-// every function with that code bind-mounts it.
+// once and pays only for the chunks it touches. One mount per (owner, pack) per host; every
+// sandbox of that owner (a tenant's host uid) with that code bind-mounts it.
 //
-// Mounted with allow_other (sandboxes run as other users, in their own user namespaces),
-// default_permissions (the kernel checks the modes), long entry/attribute timeouts and
+// Every entry belongs to the mount's CodeOwner: directories 0500, files 0400 (0500 when the
+// pack marks them executable), whatever the zip said; nobody else may read anything. Mounted
+// with allow_other (the reader is a sandbox's uid, not the mounting root) and
+// default_permissions (the kernel checks those owners and modes on every access, so another
+// tenant's uid gets EACCES even if it could name the path), long entry/attribute timeouts and
 // keep_cache: a pack never changes, so the kernel caches names, attributes and pages for good.
 // Served by a few threads of our own that poll the FUSE fd and a stop eventfd, so that the
 // destructor can stop them without waiting for a request. The destructor unmounts (lazily:
@@ -30,25 +33,35 @@ struct fuse_session;
 
 namespace stratus {
 
+// Who a copy of a pack's tree on this host belongs to: the host uid/gid that the sandboxes
+// reading it run their command as (with user namespaces, the tenant's range base + 65534).
+struct CodeOwner {
+  uid_t uid = 65534;
+  gid_t gid = 65534;
+  auto operator<=>(const CodeOwner&) const = default;
+};
+
 class PackMount {
  public:
   static Result<std::unique_ptr<PackMount>> mount(std::shared_ptr<PackReader> reader,
                                                   const std::filesystem::path& mountPoint,
-                                                  int threads = 2);
+                                                  CodeOwner owner, int threads = 2);
   ~PackMount();
   PackMount(const PackMount&) = delete;
   PackMount& operator=(const PackMount&) = delete;
 
   const std::filesystem::path& mountPoint() const { return mountPoint_; }
   PackReader& reader() { return *reader_; }
+  CodeOwner owner() const { return owner_; }
 
  private:
-  PackMount(std::shared_ptr<PackReader> reader, std::filesystem::path mountPoint)
-      : reader_(std::move(reader)), mountPoint_(std::move(mountPoint)) {}
+  PackMount(std::shared_ptr<PackReader> reader, std::filesystem::path mountPoint, CodeOwner owner)
+      : reader_(std::move(reader)), mountPoint_(std::move(mountPoint)), owner_(owner) {}
   void serve();
 
   std::shared_ptr<PackReader> reader_;
   std::filesystem::path mountPoint_;
+  CodeOwner owner_;
   fuse_session* session_ = nullptr;
   bool mounted_ = false;
   UniqueFd stop_;  // eventfd

@@ -48,9 +48,11 @@ Result<ImportedCode> importZip(std::string_view zip, const std::filesystem::path
 // the index ("packs/<zip sha256>.index") and the content-addressed data file
 // ("data/<data sha256>") into the blob store, by default the directory root/blobs. Worker side:
 // acquire() hands out the directory to bind-mount at /code, through a HostCodeCache over the
-// same store: a lazy FUSE view at <mountRoot>/<sha> (unmounted by the destructor, and by a
-// reaper child if this process is killed), or an extracted tree at root/<sha> where FUSE is
-// unavailable. Identical code is stored once.
+// same store, as the caller's CodeOwner's (the host uid the sandbox runs as; readable by nobody
+// else, host_cache.h): a lazy FUSE view at <mountRoot>/owner-<uid>-<gid>/<sha> (unmounted by the
+// destructor, and by a reaper child if this process is killed), or an extracted tree at
+// root/owner-<uid>-<gid>/<sha> where FUSE is unavailable. Identical code is stored once (one
+// data file); each owner gets its own view of it. root itself is 0700 (root's alone).
 // Thread-safe: concurrent installs of the same zip all succeed.
 struct CodeCacheOptions {
   bool useFuse = true;  // false: the full-extraction tier only
@@ -72,10 +74,10 @@ class CodeCache {
   ~CodeCache();
   // Stores the zip's code pack unless already present; returns its info.
   Result<ImportedCode> install(std::string_view zip, const ZipLimits& limits = {});
-  // The directory holding the code's tree, mounting or extracting it on first use.
-  Result<std::filesystem::path> acquire(const std::string& sha256);
-  // The code extracted to a plain tree at root/<sha256> (no mount: callers may delete the data
-  // dir at will); on failure (logged) the path it would have had.
+  // The directory holding the code's tree as `owner`'s, mounting or extracting it on first use.
+  Result<std::filesystem::path> acquire(const std::string& sha256, CodeOwner owner);
+  // The code extracted to a plain tree at root/<sha256>, root's (no mount: callers may delete the
+  // data dir at will; not for sandboxes); on failure (logged) the path it would have had.
   std::filesystem::path pathFor(const std::string& sha256);
   bool contains(const std::string& sha256) const;
   // Removes code no function references any more (the shared data file stays).

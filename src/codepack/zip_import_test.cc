@@ -362,6 +362,9 @@ TEST(CodeCache, BadZipLeavesNothing) {
   ASSERT_FALSE(r.isOk());
   EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
   for (const auto& e : fs::directory_iterator(t.path() / "cache")) {
+    // The cache's own (private, empty) skeleton is there from the start.
+    const std::string name = e.path().filename();
+    if ((name == "blobs" || name == "partial") && fs::is_empty(e.path())) continue;
     ADD_FAILURE() << "left behind: " << e.path();
   }
 }
