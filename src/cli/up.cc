@@ -49,8 +49,10 @@ std::string cgroupParentFor(const std::filesystem::path& dataDir) {
   return "stratus-" + sha256Hex(std::filesystem::absolute(dataDir).string()).substr(0, 12);
 }
 
-// Kills python3 templates a SIGKILLed predecessor on this data dir left running (a known
-// straggler, see docs/worker.md): their command line names this data dir's runtime assets.
+// Kills python3 template processes a SIGKILLed predecessor on this data dir left running: their
+// command line names this data dir's runtime assets. Defence in depth: the template and its
+// helpers carry PR_SET_PDEATHSIG, and the helper that once hung on a runtime that never reported
+// its pid (and so outlived the server) waits on a pipe's EOF now (zygote.py, zygote_test).
 void killStaleTemplates(const std::filesystem::path& runtimeDir) {
   const std::string needle = (runtimeDir / "python3" / "zygote.py").string();
   std::error_code ec;

@@ -153,8 +153,12 @@ def _child(req, fds, report_w, runtime):
         # orphaned *inside* that namespace and adopted by the sandbox's init (the reaper of an
         # orphan is its dead parent's namespace's init; ours, C's, is the host's), exactly like
         # a command the init started itself.
-        if os.fork() != 0:
-            os._exit(0)
+        try:
+            if os.fork() != 0:
+                os._exit(0)
+        except BaseException as e:  # noqa: B902 (e.g. EAGAIN: the sandbox's pids.max)
+            os.write(w, ("fork the runtime in the sandbox: %r" % (e,)).encode())
+            os._exit(127)
         os.close(r)
         os.close(report_w)
         cs.close()
@@ -185,20 +189,23 @@ def _child(req, fds, report_w, runtime):
     os.close(w)
     gs.close()
     os.waitpid(pid1, 0)
-    pid = None
-    try:
-        _, anc, _, _ = cs.recvmsg(1, socket.CMSG_SPACE(12))
-        for level, typ, data in anc:
-            if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
-                pid = struct.unpack("3i", data[:12])[0]
-    except OSError:
-        pid = None
+    # The error pipe first: its EOF comes once G2 is set up or gone (and G1 always ends), while a
+    # datagram socket never sees EOF, so a blocking read of G2's message would wait forever for
+    # a G2 that died (or was never forked) before sending it. G2 sends before it closes w.
     err = b""
     while True:
         chunk = os.read(r, 4096)
         if not chunk:
             break
         err += chunk
+    pid = None
+    try:
+        _, anc, _, _ = cs.recvmsg(1, socket.CMSG_SPACE(12), socket.MSG_DONTWAIT)
+        for level, typ, data in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
+                pid = struct.unpack("3i", data[:12])[0]
+    except OSError:  # BlockingIOError included: G2 never sent
+        pid = None
     if not err and not pid:
         err = b"the runtime did not report its pid"
     msg = {"error": err.decode(errors="replace")} if err else {"pid": pid}
@@ -232,6 +239,11 @@ def main():
             rr, rw = os.pipe()
             pid = os.fork()
             if pid == 0:
+                # C must not outlive the template (a fork does not inherit PDEATHSIG); G1 and G2
+                # leave C on their own, G2 into the sandbox's pid namespace.
+                _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                if os.getppid() == 1:  # the template died before the prctl
+                    os._exit(1)
                 os.close(rr)
                 ctl.detach()
                 try:
