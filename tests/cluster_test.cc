@@ -14,7 +14,7 @@
 #include <map>
 #include <thread>
 
-#include "cli/http_client.h"
+#include "http/http_client.h"
 #include "cluster/etcd_client.h"
 #include "cluster/testing.h"
 #include "common/base64.h"

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "cli/http_client.h"
+#include "http/http_client.h"
 #include "common/status.h"
 
 namespace stratus::e2e {

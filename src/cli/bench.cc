@@ -1,5 +1,5 @@
 // `stratus bench invoke` and the baseline helpers. No Beast here: the load generator lives in
-// http_client.cc (the CLI's one Beast translation unit).
+// http/http_client.cc (the one client-side Beast translation unit).
 #include "cli/bench.h"
 
 #include <fcntl.h>

@@ -17,7 +17,7 @@
 #include <optional>
 #include <string>
 
-#include "cli/http_client.h"
+#include "http/http_client.h"
 #include "common/status.h"
 
 namespace stratus {

@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "cli/client_commands.h"
-#include "cli/http_client.h"
+#include "http/http_client.h"
 #include "codepack/zip_writer.h"
 #include "common/fs.h"
 #include "common/ids.h"

@@ -12,7 +12,7 @@
 #include <iostream>
 #include <memory>
 
-#include "cli/http_client.h"
+#include "http/http_client.h"
 #include "codepack/zip_writer.h"
 #include "common/base64.h"
 #include "common/fs.h"

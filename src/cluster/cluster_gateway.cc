@@ -6,7 +6,7 @@
 #include <set>
 
 #include "api/api.h"
-#include "cli/http_client.h"
+#include "http/http_client.h"
 #include "common/base64.h"
 #include "common/ids.h"
 #include "common/log.h"

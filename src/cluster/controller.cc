@@ -2,7 +2,7 @@
 
 #include <climits>
 
-#include "cli/http_client.h"
+#include "http/http_client.h"
 #include "common/ids.h"
 #include "common/log.h"
 

@@ -2,7 +2,7 @@
 
 #include <charconv>
 
-#include "cli/http_client.h"
+#include "http/http_client.h"
 #include "common/base64.h"
 #include "common/json.h"
 

@@ -9,7 +9,7 @@
 
 #include <thread>
 
-#include "cli/http_client.h"
+#include "http/http_client.h"
 #include "common/fs.h"
 #include "common/unique_fd.h"
 

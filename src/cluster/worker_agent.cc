@@ -1,6 +1,6 @@
 #include "cluster/worker_agent.h"
 
-#include "cli/http_client.h"
+#include "http/http_client.h"
 #include "common/ids.h"
 #include "common/log.h"
 

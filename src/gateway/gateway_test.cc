@@ -9,7 +9,7 @@
 #include <mutex>
 #include <thread>
 
-#include "cli/http_client.h"
+#include "http/http_client.h"
 #include "common/fs.h"
 #include "store/sqlite_store.h"
 

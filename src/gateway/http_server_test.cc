@@ -16,7 +16,7 @@
 #include <mutex>
 #include <thread>
 
-#include "cli/http_client.h"
+#include "http/http_client.h"
 #include "common/unique_fd.h"
 
 namespace stratus {

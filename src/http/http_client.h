@@ -1,6 +1,10 @@
-// HttpClient: a small synchronous HTTP/1.1 client (Boost.Beast underneath, hidden here) for the
-// CLI, the end-to-end tests and the benches; and runLoad(), the asynchronous load generator the
-// `stratus bench` commands share.
+// HttpClient: a small synchronous HTTP/1.1 client (Boost.Beast underneath, hidden here) for every
+// component that speaks HTTP to another process: the etcd client and cluster RPC, the CLI, the
+// end-to-end tests; and runLoad(), the asynchronous load generator that `stratus bench` and the
+// gateway's tests share.
+//
+// Layering: src/http depends on common only; store, cluster, gateway tests and cli depend on it,
+// never the reverse. Beast stays inside http_client.cc (compiled against stratus_asio).
 //
 // HttpClient keeps one keep-alive connection to one endpoint, reconnects once when a reused
 // connection turns out to have been closed by the server while idle, and bounds every request by

@@ -1,5 +1,5 @@
 // HttpClient and runLoad() against the real HttpServer and a raw socket server on loopback.
-#include "cli/http_client.h"
+#include "http/http_client.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>

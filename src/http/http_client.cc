@@ -1,10 +1,10 @@
-// HttpClient and the load generator. The one CLI translation unit that includes Beast (each such
-// TU costs ~25 s to compile), which is why runLoad() lives here and not in bench.cc.
+// HttpClient and the load generator. The one client-side translation unit that includes Beast
+// (each such TU costs ~25 s to compile), which is why runLoad() lives here and not in bench.cc.
 //
 // The synchronous client runs Beast's asynchronous operations on a private io_context and
 // drives it until they finish: that is how its per-request timeout (beast::basic_stream's
 // expiry) works, which blocking socket calls would not honour.
-#include "cli/http_client.h"
+#include "http/http_client.h"
 
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
