@@ -2,7 +2,10 @@
 
 #include <sqlite3.h>
 
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/json.h"
 
@@ -37,22 +40,6 @@ Status sqliteError(sqlite3* db, int rc, std::string_view what) {
   return Status(codeForSqlite(rc), std::move(msg));
 }
 
-// Resets a cached statement when the call is done with it: a statement left mid-step keeps a
-// read transaction (and so an old WAL snapshot) open and blocks checkpoints.
-class StmtGuard {
- public:
-  explicit StmtGuard(sqlite3_stmt* s) : s_(s) {}
-  ~StmtGuard() {
-    sqlite3_reset(s_);
-    sqlite3_clear_bindings(s_);
-  }
-  StmtGuard(const StmtGuard&) = delete;
-  StmtGuard& operator=(const StmtGuard&) = delete;
-
- private:
-  sqlite3_stmt* s_;
-};
-
 // Rolls back an open transaction unless commit() succeeded (early returns on errors).
 class Transaction {
  public:
@@ -78,16 +65,6 @@ class Transaction {
   sqlite3* db_;
   bool done_ = false;
 };
-
-void bindText(sqlite3_stmt* s, int i, std::string_view v) {
-  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-}
-
-std::string columnText(sqlite3_stmt* s, int i) {
-  const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
-  return p != nullptr ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s, i)))
-                      : std::string();
-}
 
 Status exec(sqlite3* db, const char* sql) {
   char* err = nullptr;
@@ -158,13 +135,139 @@ Status createSchema(sqlite3* db) {
   return exec(db, "COMMIT");
 }
 
-Result<FunctionSpec> rowToFunction(sqlite3_stmt* st) {
-  ASSIGN_OR_RETURN(FunctionSpec f, functionFromStorageJson(columnText(st, 2)));
+// Marks a parameter to bind as a BLOB rather than TEXT.
+struct Blob {
+  std::string_view bytes;
+};
+
+}  // namespace
+
+// One use of a cached prepared statement: binds ?1..?N in order, steps, reads columns, and on
+// destruction resets the statement and clears its bindings -- a statement left mid-step keeps a
+// read transaction (and so an old WAL snapshot) open and blocks checkpoints. Every step failure
+// becomes a Status that names `what` was being done.
+class SqliteStatement {
+ public:
+  SqliteStatement(sqlite3* db, sqlite3_stmt* st) : db_(db), st_(st) {}
+  SqliteStatement(SqliteStatement&& other) noexcept
+      : db_(other.db_), st_(std::exchange(other.st_, nullptr)) {}
+  SqliteStatement& operator=(SqliteStatement&&) = delete;
+  ~SqliteStatement() {
+    if (st_ == nullptr) return;
+    sqlite3_reset(st_);
+    sqlite3_clear_bindings(st_);
+  }
+
+  template <typename... Args>
+  SqliteStatement& bind(const Args&... args) {
+    int i = 0;
+    (bindOne(++i, args), ...);
+    return *this;
+  }
+
+  // A statement that returns no rows.
+  Status run(std::string_view what) {
+    int rc = sqlite3_step(st_);
+    if (rc != SQLITE_DONE) return sqliteError(db_, rc, what);
+    return Status::ok();
+  }
+  // An INSERT: a primary-key or unique conflict is kAlreadyExists(conflict).
+  Status insert(std::string_view what, std::string conflict) {
+    int rc = sqlite3_step(st_);
+    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
+      return alreadyExists(std::move(conflict));
+    }
+    if (rc != SQLITE_DONE) return sqliteError(db_, rc, what);
+    return Status::ok();
+  }
+  // Steps to the one row a lookup returns. No row is kNotFound(*missing), or an error when the
+  // query always yields a row (an aggregate) and `missing` is not given.
+  Status one(std::string_view what, std::optional<std::string> missing = std::nullopt) {
+    int rc = sqlite3_step(st_);
+    if (rc == SQLITE_DONE && missing) return notFound(std::move(*missing));
+    if (rc != SQLITE_ROW) return sqliteError(db_, rc, what);
+    return Status::ok();
+  }
+  // Every remaining row through rowFn(*this), which returns T or Result<T>.
+  template <typename T, typename RowFn>
+  Result<std::vector<T>> collect(std::string_view what, RowFn rowFn) {
+    std::vector<T> out;
+    for (;;) {
+      int rc = sqlite3_step(st_);
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) return sqliteError(db_, rc, what);
+      ASSIGN_OR_RETURN(T row, Result<T>(rowFn(*this)));
+      out.push_back(std::move(row));
+    }
+    return out;
+  }
+  // Rows changed by the last run().
+  int64_t changes() const { return sqlite3_changes(db_); }
+
+  std::string text(int i) const {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st_, i));
+    return p != nullptr ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(st_, i)))
+                        : std::string();
+  }
+  int integer(int i) const { return sqlite3_column_int(st_, i); }
+  int64_t int64(int i) const { return sqlite3_column_int64(st_, i); }
+  bool isNull(int i) const { return sqlite3_column_type(st_, i) == SQLITE_NULL; }
+
+ private:
+  void bindOne(int i, std::string_view v) {
+    sqlite3_bind_text(st_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  }
+  void bindOne(int i, Blob v) {
+    sqlite3_bind_blob(st_, i, v.bytes.data(), static_cast<int>(v.bytes.size()), SQLITE_TRANSIENT);
+  }
+  void bindOne(int i, int v) { sqlite3_bind_int(st_, i, v); }
+  void bindOne(int i, int64_t v) { sqlite3_bind_int64(st_, i, v); }
+
+  sqlite3* db_;
+  sqlite3_stmt* st_;
+};
+
+namespace {
+
+Result<FunctionSpec> rowToFunction(const SqliteStatement& st) {
+  ASSIGN_OR_RETURN(FunctionSpec f, functionFromStorageJson(st.text(2)));
   // The key columns are authoritative.
-  f.tenant = columnText(st, 0);
-  f.name = columnText(st, 1);
+  f.tenant = st.text(0);
+  f.name = st.text(1);
   return f;
 }
+
+Result<Tenant> rowToTenant(const SqliteStatement& st) {
+  Tenant t;
+  t.name = st.text(0);
+  ASSIGN_OR_RETURN(t.quota, tenantQuotaFromJson(st.text(1)));
+  t.createdTime = st.text(2);
+  return t;
+}
+
+constexpr const char* kTaskColumns =
+    "tenant, function, id, payload, headers_json, status, attempts, created_ms, "
+    "next_attempt_ms, updated_ms, last_error, result";
+
+AsyncTask rowToTask(const SqliteStatement& st) {
+  AsyncTask t;
+  t.tenant = st.text(0);
+  t.function = st.text(1);
+  t.id = st.text(2);
+  t.payload = st.text(3);
+  t.headersJson = st.text(4);
+  t.status = static_cast<AsyncTaskStatus>(st.integer(5));
+  t.attempts = st.integer(6);
+  t.createdMs = st.int64(7);
+  t.nextAttemptMs = st.int64(8);
+  t.updatedMs = st.int64(9);
+  t.lastError = st.text(10);
+  t.result = st.text(11);
+  return t;
+}
+
+constexpr const char* kSelectFunctionsOfTenant =
+    "SELECT tenant, name, spec_json FROM functions WHERE tenant = ?1 ORDER BY name";
 
 }  // namespace
 
@@ -198,92 +301,56 @@ SqliteStore::~SqliteStore() {
   sqlite3_close(db_);
 }
 
-Result<sqlite3_stmt*> SqliteStore::statement(const char* sql) {
+Result<SqliteStatement> SqliteStore::statement(const char* sql) {
   auto it = statements_.find(std::string_view(sql));
-  if (it != statements_.end()) return it->second;
+  if (it != statements_.end()) return SqliteStatement(db_, it->second);
   sqlite3_stmt* st = nullptr;
   int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, nullptr);
   if (rc != SQLITE_OK) return sqliteError(db_, rc, std::string("prepare ") + sql);
   statements_.emplace(sql, st);
-  return st;
+  return SqliteStatement(db_, st);
 }
 
 Status SqliteStore::createFunction(const FunctionSpec& f) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st,
+  ASSIGN_OR_RETURN(SqliteStatement st,
                    statement("INSERT INTO functions(tenant, name, spec_json, revision) "
                              "VALUES(?1, ?2, ?3, ?4)"));
-  StmtGuard guard(st);
-  bindText(st, 1, f.tenant);
-  bindText(st, 2, f.name);
-  bindText(st, 3, functionToStorageJson(f));
-  sqlite3_bind_int64(st, 4, f.revision);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
-    return alreadyExists("function " + f.name + " already exists");
-  }
-  if (rc != SQLITE_DONE) return sqliteError(db_, rc, "insert function " + f.name);
-  return Status::ok();
+  st.bind(f.tenant, f.name, functionToStorageJson(f), f.revision);
+  return st.insert("insert function " + f.name, "function " + f.name + " already exists");
 }
 
 Result<FunctionSpec> SqliteStore::getFunction(const std::string& tenant, const std::string& name) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st, statement("SELECT tenant, name, spec_json FROM functions "
-                                                "WHERE tenant = ?1 AND name = ?2"));
-  StmtGuard guard(st);
-  bindText(st, 1, tenant);
-  bindText(st, 2, name);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_DONE) return notFound("function " + name + " not found");
-  if (rc != SQLITE_ROW) return sqliteError(db_, rc, "read function " + name);
+  ASSIGN_OR_RETURN(SqliteStatement st, statement("SELECT tenant, name, spec_json FROM functions "
+                                                 "WHERE tenant = ?1 AND name = ?2"));
+  st.bind(tenant, name);
+  RETURN_IF_ERROR(st.one("read function " + name, "function " + name + " not found"));
   return rowToFunction(st);
 }
 
-namespace {
-Result<std::vector<FunctionSpec>> collect(sqlite3* db, sqlite3_stmt* st) {
-  std::vector<FunctionSpec> out;
-  for (;;) {
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) return sqliteError(db, rc, "list functions");
-    ASSIGN_OR_RETURN(FunctionSpec f, rowToFunction(st));
-    out.push_back(std::move(f));
-  }
-  return out;
-}
-}  // namespace
-
 Result<std::vector<FunctionSpec>> SqliteStore::listFunctions(const std::string& tenant) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st,
-                   statement("SELECT tenant, name, spec_json FROM functions WHERE tenant = ?1 "
-                             "ORDER BY name"));
-  StmtGuard guard(st);
-  bindText(st, 1, tenant);
-  return collect(db_, st);
+  ASSIGN_OR_RETURN(SqliteStatement st, statement(kSelectFunctionsOfTenant));
+  st.bind(tenant);
+  return st.collect<FunctionSpec>("list functions", rowToFunction);
 }
 
 Result<std::vector<FunctionSpec>> SqliteStore::listAllFunctions() {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st, statement("SELECT tenant, name, spec_json FROM functions "
-                                                "ORDER BY tenant, name"));
-  StmtGuard guard(st);
-  return collect(db_, st);
+  ASSIGN_OR_RETURN(SqliteStatement st, statement("SELECT tenant, name, spec_json FROM functions "
+                                                 "ORDER BY tenant, name"));
+  return st.collect<FunctionSpec>("list functions", rowToFunction);
 }
 
 Status SqliteStore::updateFunction(const FunctionSpec& f) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st,
+  ASSIGN_OR_RETURN(SqliteStatement st,
                    statement("UPDATE functions SET spec_json = ?3, revision = ?4 "
                              "WHERE tenant = ?1 AND name = ?2"));
-  StmtGuard guard(st);
-  bindText(st, 1, f.tenant);
-  bindText(st, 2, f.name);
-  bindText(st, 3, functionToStorageJson(f));
-  sqlite3_bind_int64(st, 4, f.revision);
-  int rc = sqlite3_step(st);
-  if (rc != SQLITE_DONE) return sqliteError(db_, rc, "update function " + f.name);
-  if (sqlite3_changes(db_) == 0) return notFound("function " + f.name + " not found");
+  st.bind(f.tenant, f.name, functionToStorageJson(f), f.revision);
+  RETURN_IF_ERROR(st.run("update function " + f.name));
+  if (st.changes() == 0) return notFound("function " + f.name + " not found");
   return Status::ok();
 }
 
@@ -292,158 +359,79 @@ Status SqliteStore::deleteFunction(const std::string& tenant, const std::string&
   RETURN_IF_ERROR(exec(db_, "BEGIN IMMEDIATE"));
   Transaction tx(db_);
   {
-    ASSIGN_OR_RETURN(sqlite3_stmt * st,
+    ASSIGN_OR_RETURN(SqliteStatement st,
                      statement("DELETE FROM functions WHERE tenant = ?1 AND name = ?2"));
-    StmtGuard guard(st);
-    bindText(st, 1, tenant);
-    bindText(st, 2, name);
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE) return sqliteError(db_, rc, "delete function " + name);
-    if (sqlite3_changes(db_) == 0) return notFound("function " + name + " not found");
+    st.bind(tenant, name);
+    RETURN_IF_ERROR(st.run("delete function " + name));
+    if (st.changes() == 0) return notFound("function " + name + " not found");
   }
   {
-    ASSIGN_OR_RETURN(sqlite3_stmt * st,
+    ASSIGN_OR_RETURN(SqliteStatement st,
                      statement("DELETE FROM async_configs WHERE tenant = ?1 AND function = ?2"));
-    StmtGuard guard(st);
-    bindText(st, 1, tenant);
-    bindText(st, 2, name);
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE) return sqliteError(db_, rc, "delete async config of " + name);
+    st.bind(tenant, name);
+    RETURN_IF_ERROR(st.run("delete async config of " + name));
   }
   return tx.commit();
 }
 
 Status SqliteStore::putApiKey(const ApiKey& key) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st,
+  ASSIGN_OR_RETURN(SqliteStatement st,
                    statement("INSERT OR REPLACE INTO api_keys(key_sha256, tenant, admin, created) "
                              "VALUES(?1, ?2, ?3, ?4)"));
-  StmtGuard guard(st);
-  bindText(st, 1, key.keySha256);
-  bindText(st, 2, key.tenant);
-  sqlite3_bind_int(st, 3, key.admin ? 1 : 0);
-  bindText(st, 4, key.createdTime.empty() ? nowRfc3339() : key.createdTime);
-  int rc = sqlite3_step(st);
-  if (rc != SQLITE_DONE) return sqliteError(db_, rc, "store API key of tenant " + key.tenant);
-  return Status::ok();
+  st.bind(key.keySha256, key.tenant, key.admin ? 1 : 0,
+          key.createdTime.empty() ? nowRfc3339() : key.createdTime);
+  return st.run("store API key of tenant " + key.tenant);
 }
 
 Result<ApiKey> SqliteStore::findApiKey(const std::string& keySha256) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st,
+  ASSIGN_OR_RETURN(SqliteStatement st,
                    statement("SELECT key_sha256, tenant, admin, created FROM api_keys "
                              "WHERE key_sha256 = ?1"));
-  StmtGuard guard(st);
-  bindText(st, 1, keySha256);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_DONE) return notFound("no such API key");
-  if (rc != SQLITE_ROW) return sqliteError(db_, rc, "look up API key");
+  st.bind(keySha256);
+  RETURN_IF_ERROR(st.one("look up API key", "no such API key"));
   ApiKey k;
-  k.keySha256 = columnText(st, 0);
-  k.tenant = columnText(st, 1);
-  k.admin = sqlite3_column_int(st, 2) != 0;
-  k.createdTime = columnText(st, 3);
+  k.keySha256 = st.text(0);
+  k.tenant = st.text(1);
+  k.admin = st.integer(2) != 0;
+  k.createdTime = st.text(3);
   return k;
 }
 
 // ---- tenants ----
 
-namespace {
-
-Result<Tenant> rowToTenant(sqlite3_stmt* st) {
-  Tenant t;
-  t.name = columnText(st, 0);
-  ASSIGN_OR_RETURN(t.quota, tenantQuotaFromJson(columnText(st, 1)));
-  t.createdTime = columnText(st, 2);
-  return t;
-}
-
-constexpr const char* kTaskColumns =
-    "tenant, function, id, payload, headers_json, status, attempts, created_ms, "
-    "next_attempt_ms, updated_ms, last_error, result";
-
-AsyncTask rowToTask(sqlite3_stmt* st) {
-  AsyncTask t;
-  t.tenant = columnText(st, 0);
-  t.function = columnText(st, 1);
-  t.id = columnText(st, 2);
-  t.payload = columnText(st, 3);
-  t.headersJson = columnText(st, 4);
-  t.status = static_cast<AsyncTaskStatus>(sqlite3_column_int(st, 5));
-  t.attempts = sqlite3_column_int(st, 6);
-  t.createdMs = sqlite3_column_int64(st, 7);
-  t.nextAttemptMs = sqlite3_column_int64(st, 8);
-  t.updatedMs = sqlite3_column_int64(st, 9);
-  t.lastError = columnText(st, 10);
-  t.result = columnText(st, 11);
-  return t;
-}
-
-void bindBlob(sqlite3_stmt* s, int i, std::string_view v) {
-  sqlite3_bind_blob(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-}
-
-Status stepDone(sqlite3* db, sqlite3_stmt* st, std::string_view what) {
-  int rc = sqlite3_step(st);
-  if (rc != SQLITE_DONE) return sqliteError(db, rc, what);
-  return Status::ok();
-}
-
-}  // namespace
-
 Status SqliteStore::createTenant(const Tenant& t) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st,
+  ASSIGN_OR_RETURN(SqliteStatement st,
                    statement("INSERT INTO tenants(name, quota_json, created) VALUES(?1, ?2, ?3)"));
-  StmtGuard guard(st);
-  bindText(st, 1, t.name);
-  bindText(st, 2, tenantQuotaToJson(t.quota));
-  bindText(st, 3, t.createdTime.empty() ? nowRfc3339() : t.createdTime);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
-    return alreadyExists("tenant " + t.name + " already exists");
-  }
-  if (rc != SQLITE_DONE) return sqliteError(db_, rc, "insert tenant " + t.name);
-  return Status::ok();
+  st.bind(t.name, tenantQuotaToJson(t.quota), t.createdTime.empty() ? nowRfc3339() : t.createdTime);
+  return st.insert("insert tenant " + t.name, "tenant " + t.name + " already exists");
 }
 
 Result<Tenant> SqliteStore::getTenant(const std::string& name) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st,
+  ASSIGN_OR_RETURN(SqliteStatement st,
                    statement("SELECT name, quota_json, created FROM tenants WHERE name = ?1"));
-  StmtGuard guard(st);
-  bindText(st, 1, name);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_DONE) return notFound("tenant " + name + " not found");
-  if (rc != SQLITE_ROW) return sqliteError(db_, rc, "read tenant " + name);
+  st.bind(name);
+  RETURN_IF_ERROR(st.one("read tenant " + name, "tenant " + name + " not found"));
   return rowToTenant(st);
 }
 
 Result<std::vector<Tenant>> SqliteStore::listTenants() {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st,
+  ASSIGN_OR_RETURN(SqliteStatement st,
                    statement("SELECT name, quota_json, created FROM tenants ORDER BY name"));
-  StmtGuard guard(st);
-  std::vector<Tenant> out;
-  for (;;) {
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) return sqliteError(db_, rc, "list tenants");
-    ASSIGN_OR_RETURN(Tenant t, rowToTenant(st));
-    out.push_back(std::move(t));
-  }
-  return out;
+  return st.collect<Tenant>("list tenants", rowToTenant);
 }
 
 Status SqliteStore::updateTenant(const Tenant& t) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st,
+  ASSIGN_OR_RETURN(SqliteStatement st,
                    statement("UPDATE tenants SET quota_json = ?2 WHERE name = ?1"));
-  StmtGuard guard(st);
-  bindText(st, 1, t.name);
-  bindText(st, 2, tenantQuotaToJson(t.quota));
-  RETURN_IF_ERROR(stepDone(db_, st, "update tenant " + t.name));
-  if (sqlite3_changes(db_) == 0) return notFound("tenant " + t.name + " not found");
+  st.bind(t.name, tenantQuotaToJson(t.quota));
+  RETURN_IF_ERROR(st.run("update tenant " + t.name));
+  if (st.changes() == 0) return notFound("tenant " + t.name + " not found");
   return Status::ok();
 }
 
@@ -453,28 +441,23 @@ Result<std::vector<FunctionSpec>> SqliteStore::deleteTenant(const std::string& n
   Transaction tx(db_);
   std::vector<FunctionSpec> functions;
   {
-    ASSIGN_OR_RETURN(sqlite3_stmt * st, statement("DELETE FROM tenants WHERE name = ?1"));
-    StmtGuard guard(st);
-    bindText(st, 1, name);
-    RETURN_IF_ERROR(stepDone(db_, st, "delete tenant " + name));
-    if (sqlite3_changes(db_) == 0) return notFound("tenant " + name + " not found");
+    ASSIGN_OR_RETURN(SqliteStatement st, statement("DELETE FROM tenants WHERE name = ?1"));
+    st.bind(name);
+    RETURN_IF_ERROR(st.run("delete tenant " + name));
+    if (st.changes() == 0) return notFound("tenant " + name + " not found");
   }
   {
-    ASSIGN_OR_RETURN(sqlite3_stmt * st,
-                     statement("SELECT tenant, name, spec_json FROM functions WHERE tenant = ?1 "
-                               "ORDER BY name"));
-    StmtGuard guard(st);
-    bindText(st, 1, name);
-    ASSIGN_OR_RETURN(functions, collect(db_, st));
+    ASSIGN_OR_RETURN(SqliteStatement st, statement(kSelectFunctionsOfTenant));
+    st.bind(name);
+    ASSIGN_OR_RETURN(functions, st.collect<FunctionSpec>("list functions", rowToFunction));
   }
   for (const char* sql :
        {"DELETE FROM functions WHERE tenant = ?1", "DELETE FROM api_keys WHERE tenant = ?1",
         "DELETE FROM async_configs WHERE tenant = ?1",
         "DELETE FROM async_tasks WHERE tenant = ?1"}) {
-    ASSIGN_OR_RETURN(sqlite3_stmt * st, statement(sql));
-    StmtGuard guard(st);
-    bindText(st, 1, name);
-    RETURN_IF_ERROR(stepDone(db_, st, std::string("delete tenant ") + name + ": " + sql));
+    ASSIGN_OR_RETURN(SqliteStatement st, statement(sql));
+    st.bind(name);
+    RETURN_IF_ERROR(st.run(std::string("delete tenant ") + name + ": " + sql));
   }
   RETURN_IF_ERROR(tx.commit());
   return functions;
@@ -485,41 +468,31 @@ Result<std::vector<FunctionSpec>> SqliteStore::deleteTenant(const std::string& n
 Result<std::string> SqliteStore::getAsyncConfig(const std::string& tenant,
                                                 const std::string& function) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st, statement("SELECT config_json FROM async_configs "
-                                                "WHERE tenant = ?1 AND function = ?2"));
-  StmtGuard guard(st);
-  bindText(st, 1, tenant);
-  bindText(st, 2, function);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_DONE) return notFound("no async invoke config for function " + function);
-  if (rc != SQLITE_ROW) return sqliteError(db_, rc, "read async config of " + function);
-  return columnText(st, 0);
+  ASSIGN_OR_RETURN(SqliteStatement st, statement("SELECT config_json FROM async_configs "
+                                                 "WHERE tenant = ?1 AND function = ?2"));
+  st.bind(tenant, function);
+  RETURN_IF_ERROR(st.one("read async config of " + function,
+                         "no async invoke config for function " + function));
+  return st.text(0);
 }
 
 Status SqliteStore::putAsyncConfig(const std::string& tenant, const std::string& function,
                                    const std::string& configJson) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st,
+  ASSIGN_OR_RETURN(SqliteStatement st,
                    statement("INSERT OR REPLACE INTO async_configs(tenant, function, config_json) "
                              "VALUES(?1, ?2, ?3)"));
-  StmtGuard guard(st);
-  bindText(st, 1, tenant);
-  bindText(st, 2, function);
-  bindText(st, 3, configJson);
-  return stepDone(db_, st, "store async config of " + function);
+  st.bind(tenant, function, configJson);
+  return st.run("store async config of " + function);
 }
 
 Status SqliteStore::deleteAsyncConfig(const std::string& tenant, const std::string& function) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st,
+  ASSIGN_OR_RETURN(SqliteStatement st,
                    statement("DELETE FROM async_configs WHERE tenant = ?1 AND function = ?2"));
-  StmtGuard guard(st);
-  bindText(st, 1, tenant);
-  bindText(st, 2, function);
-  RETURN_IF_ERROR(stepDone(db_, st, "delete async config of " + function));
-  if (sqlite3_changes(db_) == 0) {
-    return notFound("no async invoke config for function " + function);
-  }
+  st.bind(tenant, function);
+  RETURN_IF_ERROR(st.run("delete async config of " + function));
+  if (st.changes() == 0) return notFound("no async invoke config for function " + function);
   return Status::ok();
 }
 
@@ -529,26 +502,10 @@ Status SqliteStore::enqueueAsyncTask(const AsyncTask& t) {
   std::lock_guard lock(mu_);
   static const std::string sql = std::string("INSERT INTO async_tasks(") + kTaskColumns +
                                  ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
-  ASSIGN_OR_RETURN(sqlite3_stmt * st, statement(sql.c_str()));
-  StmtGuard guard(st);
-  bindText(st, 1, t.tenant);
-  bindText(st, 2, t.function);
-  bindText(st, 3, t.id);
-  bindBlob(st, 4, t.payload);
-  bindText(st, 5, t.headersJson);
-  sqlite3_bind_int(st, 6, static_cast<int>(t.status));
-  sqlite3_bind_int(st, 7, t.attempts);
-  sqlite3_bind_int64(st, 8, t.createdMs);
-  sqlite3_bind_int64(st, 9, t.nextAttemptMs);
-  sqlite3_bind_int64(st, 10, t.updatedMs);
-  bindText(st, 11, t.lastError);
-  bindBlob(st, 12, t.result);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
-    return alreadyExists("async task " + t.id + " already exists");
-  }
-  if (rc != SQLITE_DONE) return sqliteError(db_, rc, "enqueue async task " + t.id);
-  return Status::ok();
+  ASSIGN_OR_RETURN(SqliteStatement st, statement(sql.c_str()));
+  st.bind(t.tenant, t.function, t.id, Blob{t.payload}, t.headersJson, static_cast<int>(t.status),
+          t.attempts, t.createdMs, t.nextAttemptMs, t.updatedMs, t.lastError, Blob{t.result});
+  return st.insert("enqueue async task " + t.id, "async task " + t.id + " already exists");
 }
 
 Result<AsyncTask> SqliteStore::getAsyncTask(const std::string& tenant, const std::string& function,
@@ -557,14 +514,9 @@ Result<AsyncTask> SqliteStore::getAsyncTask(const std::string& tenant, const std
   static const std::string sql = std::string("SELECT ") + kTaskColumns +
                                  " FROM async_tasks WHERE tenant = ?1 AND function = ?2 AND "
                                  "id = ?3";
-  ASSIGN_OR_RETURN(sqlite3_stmt * st, statement(sql.c_str()));
-  StmtGuard guard(st);
-  bindText(st, 1, tenant);
-  bindText(st, 2, function);
-  bindText(st, 3, id);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_DONE) return notFound("async task " + id + " not found");
-  if (rc != SQLITE_ROW) return sqliteError(db_, rc, "read async task " + id);
+  ASSIGN_OR_RETURN(SqliteStatement st, statement(sql.c_str()));
+  st.bind(tenant, function, id);
+  RETURN_IF_ERROR(st.one("read async task " + id, "async task " + id + " not found"));
   return rowToTask(st);
 }
 
@@ -577,20 +529,9 @@ Result<std::vector<AsyncTask>> SqliteStore::listAsyncTasks(const std::string& te
       std::string("SELECT ") + kTaskColumns +
       " FROM async_tasks WHERE tenant = ?1 AND function = ?2 AND (?3 < 0 OR status = ?3) "
       "ORDER BY created_ms DESC, id DESC LIMIT ?4";
-  ASSIGN_OR_RETURN(sqlite3_stmt * st, statement(sql.c_str()));
-  StmtGuard guard(st);
-  bindText(st, 1, tenant);
-  bindText(st, 2, function);
-  sqlite3_bind_int(st, 3, status ? static_cast<int>(*status) : -1);
-  sqlite3_bind_int(st, 4, limit);
-  std::vector<AsyncTask> out;
-  for (;;) {
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) return sqliteError(db_, rc, "list async tasks of " + function);
-    out.push_back(rowToTask(st));
-  }
-  return out;
+  ASSIGN_OR_RETURN(SqliteStatement st, statement(sql.c_str()));
+  st.bind(tenant, function, status ? static_cast<int>(*status) : -1, limit);
+  return st.collect<AsyncTask>("list async tasks of " + function, rowToTask);
 }
 
 Result<std::vector<AsyncTask>> SqliteStore::claimDueAsyncTasks(int64_t nowMs, int limit) {
@@ -602,31 +543,16 @@ Result<std::vector<AsyncTask>> SqliteStore::claimDueAsyncTasks(int64_t nowMs, in
     static const std::string sql = std::string("SELECT ") + kTaskColumns +
                                    " FROM async_tasks WHERE status = 0 AND next_attempt_ms <= ?1 "
                                    "ORDER BY next_attempt_ms LIMIT ?2";
-    ASSIGN_OR_RETURN(sqlite3_stmt * st, statement(sql.c_str()));
-    StmtGuard guard(st);
-    sqlite3_bind_int64(st, 1, nowMs);
-    sqlite3_bind_int(st, 2, limit);
-    for (;;) {
-      int rc = sqlite3_step(st);
-      if (rc == SQLITE_DONE) break;
-      if (rc != SQLITE_ROW) return sqliteError(db_, rc, "claim async tasks");
-      out.push_back(rowToTask(st));
-    }
-  }
-  if (out.empty()) {
-    RETURN_IF_ERROR(tx.commit());
-    return out;
+    ASSIGN_OR_RETURN(SqliteStatement st, statement(sql.c_str()));
+    st.bind(nowMs, limit);
+    ASSIGN_OR_RETURN(out, st.collect<AsyncTask>("claim async tasks", rowToTask));
   }
   for (AsyncTask& t : out) {
-    ASSIGN_OR_RETURN(sqlite3_stmt * st,
+    ASSIGN_OR_RETURN(SqliteStatement st,
                      statement("UPDATE async_tasks SET status = 1, attempts = attempts + 1, "
                                "updated_ms = ?4 WHERE tenant = ?1 AND function = ?2 AND id = ?3"));
-    StmtGuard guard(st);
-    bindText(st, 1, t.tenant);
-    bindText(st, 2, t.function);
-    bindText(st, 3, t.id);
-    sqlite3_bind_int64(st, 4, nowMs);
-    RETURN_IF_ERROR(stepDone(db_, st, "claim async task " + t.id));
+    st.bind(t.tenant, t.function, t.id, nowMs);
+    RETURN_IF_ERROR(st.run("claim async task " + t.id));
     t.status = AsyncTaskStatus::kRunning;
     t.attempts += 1;
     t.updatedMs = nowMs;
@@ -637,59 +563,45 @@ Result<std::vector<AsyncTask>> SqliteStore::claimDueAsyncTasks(int64_t nowMs, in
 
 Status SqliteStore::updateAsyncTask(const AsyncTask& t) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st,
+  ASSIGN_OR_RETURN(SqliteStatement st,
                    statement("UPDATE async_tasks SET status = ?4, attempts = ?5, "
                              "next_attempt_ms = ?6, updated_ms = ?7, last_error = ?8, result = ?9 "
                              "WHERE tenant = ?1 AND function = ?2 AND id = ?3"));
-  StmtGuard guard(st);
-  bindText(st, 1, t.tenant);
-  bindText(st, 2, t.function);
-  bindText(st, 3, t.id);
-  sqlite3_bind_int(st, 4, static_cast<int>(t.status));
-  sqlite3_bind_int(st, 5, t.attempts);
-  sqlite3_bind_int64(st, 6, t.nextAttemptMs);
-  sqlite3_bind_int64(st, 7, t.updatedMs);
-  bindText(st, 8, t.lastError);
-  bindBlob(st, 9, t.result);
-  RETURN_IF_ERROR(stepDone(db_, st, "update async task " + t.id));
-  if (sqlite3_changes(db_) == 0) return notFound("async task " + t.id + " not found");
+  st.bind(t.tenant, t.function, t.id, static_cast<int>(t.status), t.attempts, t.nextAttemptMs,
+          t.updatedMs, t.lastError, Blob{t.result});
+  RETURN_IF_ERROR(st.run("update async task " + t.id));
+  if (st.changes() == 0) return notFound("async task " + t.id + " not found");
   return Status::ok();
 }
 
 Result<int64_t> SqliteStore::requeueRunningAsyncTasks(int64_t nowMs) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st,
+  ASSIGN_OR_RETURN(SqliteStatement st,
                    statement("UPDATE async_tasks SET status = 0, next_attempt_ms = ?1, "
                              "updated_ms = ?1, attempts = max(attempts - 1, 0) WHERE status = 1"));
-  StmtGuard guard(st);
-  sqlite3_bind_int64(st, 1, nowMs);
-  RETURN_IF_ERROR(stepDone(db_, st, "requeue running async tasks"));
-  return static_cast<int64_t>(sqlite3_changes(db_));
+  st.bind(nowMs);
+  RETURN_IF_ERROR(st.run("requeue running async tasks"));
+  return st.changes();
 }
 
 Result<std::optional<int64_t>> SqliteStore::nextAsyncTaskDueMs() {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st,
+  ASSIGN_OR_RETURN(SqliteStatement st,
                    statement("SELECT min(next_attempt_ms) FROM async_tasks WHERE status = 0"));
-  StmtGuard guard(st);
-  int rc = sqlite3_step(st);
-  if (rc != SQLITE_ROW) return sqliteError(db_, rc, "read the next async due time");
-  if (sqlite3_column_type(st, 0) == SQLITE_NULL) return std::optional<int64_t>();
-  return std::optional<int64_t>(sqlite3_column_int64(st, 0));
+  RETURN_IF_ERROR(st.one("read the next async due time"));
+  if (st.isNull(0)) return std::optional<int64_t>();
+  return std::optional<int64_t>(st.int64(0));
 }
 
 Result<int64_t> SqliteStore::countPendingAsyncTasks(const std::string& tenant,
                                                     const std::string& function) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * st,
+  ASSIGN_OR_RETURN(SqliteStatement st,
                    statement("SELECT count(*) FROM async_tasks WHERE tenant = ?1 AND "
                              "function = ?2 AND status IN (0, 1)"));
-  StmtGuard guard(st);
-  bindText(st, 1, tenant);
-  bindText(st, 2, function);
-  int rc = sqlite3_step(st);
-  if (rc != SQLITE_ROW) return sqliteError(db_, rc, "count async tasks of " + function);
-  return static_cast<int64_t>(sqlite3_column_int64(st, 0));
+  st.bind(tenant, function);
+  RETURN_IF_ERROR(st.one("count async tasks of " + function));
+  return st.int64(0);
 }
 
 }  // namespace stratus

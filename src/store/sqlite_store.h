@@ -17,6 +17,8 @@ struct sqlite3_stmt;
 
 namespace stratus {
 
+class SqliteStatement;  // one use of a cached statement; sqlite_store.cc
+
 class SqliteStore final : public MetadataStore {
  public:
   // Opens or creates the database and its schema.
@@ -57,8 +59,9 @@ class SqliteStore final : public MetadataStore {
 
  private:
   explicit SqliteStore(sqlite3* db) : db_(db) {}
-  // Returns the cached prepared statement for sql, reset and with bindings cleared.
-  Result<sqlite3_stmt*> statement(const char* sql);  // REQUIRES(mu_)
+  // The cached prepared statement for sql, reset and with bindings cleared, wrapped so that it
+  // is reset again when the caller is done with it.
+  Result<SqliteStatement> statement(const char* sql);  // REQUIRES(mu_)
 
   std::mutex mu_;
   sqlite3* db_;                                                   // GUARDED_BY(mu_)
