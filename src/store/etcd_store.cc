@@ -27,6 +27,14 @@ std::string escape(std::string_view s) {
   return out;
 }
 
+// The JSON object stored at a key; `what` names it in the error ("stored tenant is not an
+// object").
+Result<json::object> storedObject(std::string_view text, std::string_view what) {
+  ASSIGN_OR_RETURN(json::value v, parseJson(text));
+  if (!v.is_object()) return internalError("stored " + std::string(what) + " is not an object");
+  return std::move(v.as_object());
+}
+
 std::string apiKeyToJson(const ApiKey& k) {
   json::object o;
   o["keySha256"] = k.keySha256;
@@ -37,9 +45,7 @@ std::string apiKeyToJson(const ApiKey& k) {
 }
 
 Result<ApiKey> apiKeyFromJson(std::string_view text) {
-  ASSIGN_OR_RETURN(json::value v, parseJson(text));
-  if (!v.is_object()) return internalError("stored API key is not an object");
-  const json::object& o = v.as_object();
+  ASSIGN_OR_RETURN(const json::object o, storedObject(text, "API key"));
   ApiKey k;
   ASSIGN_OR_RETURN(auto sha, getString(o, "keySha256"));
   ASSIGN_OR_RETURN(auto tenant, getString(o, "tenant"));
@@ -61,9 +67,7 @@ std::string tenantToJson(const Tenant& t) {
 }
 
 Result<Tenant> tenantFromJson(std::string_view text) {
-  ASSIGN_OR_RETURN(json::value v, parseJson(text));
-  if (!v.is_object()) return internalError("stored tenant is not an object");
-  const json::object& o = v.as_object();
+  ASSIGN_OR_RETURN(const json::object o, storedObject(text, "tenant"));
   Tenant t;
   ASSIGN_OR_RETURN(auto name, getString(o, "name"));
   ASSIGN_OR_RETURN(auto quota, getString(o, "quota"));
@@ -94,9 +98,7 @@ std::string taskToJson(const AsyncTask& t) {
 }
 
 Result<AsyncTask> taskFromJson(std::string_view text) {
-  ASSIGN_OR_RETURN(json::value v, parseJson(text));
-  if (!v.is_object()) return internalError("stored async task is not an object");
-  const json::object& o = v.as_object();
+  ASSIGN_OR_RETURN(const json::object o, storedObject(text, "async task"));
   AsyncTask t;
   ASSIGN_OR_RETURN(auto tenant, getString(o, "tenant"));
   ASSIGN_OR_RETURN(auto function, getString(o, "function"));
@@ -125,17 +127,53 @@ Result<AsyncTask> taskFromJson(std::string_view text) {
   return t;
 }
 
-Result<std::vector<FunctionSpec>> parseFunctions(const std::vector<EtcdKv>& kvs) {
-  std::vector<FunctionSpec> out;
+// Every value of kvs through parse (the key order is etcd's; callers sort by their own order).
+template <typename T, typename Parse>
+Result<std::vector<T>> parseValues(const std::vector<EtcdKv>& kvs, Parse parse) {
+  std::vector<T> out;
   out.reserve(kvs.size());
   for (const auto& kv : kvs) {
-    ASSIGN_OR_RETURN(FunctionSpec f, functionFromStorageJson(kv.value));
-    out.push_back(std::move(f));
+    ASSIGN_OR_RETURN(T v, parse(kv.value));
+    out.push_back(std::move(v));
   }
+  return out;
+}
+
+Result<std::vector<FunctionSpec>> parseFunctions(const std::vector<EtcdKv>& kvs) {
+  ASSIGN_OR_RETURN(std::vector<FunctionSpec> out,
+                   parseValues<FunctionSpec>(kvs, functionFromStorageJson));
   std::sort(out.begin(), out.end(), [](const FunctionSpec& a, const FunctionSpec& b) {
     return a.tenant != b.tenant ? a.tenant < b.tenant : a.name < b.name;
   });
   return out;
+}
+
+// The transactions every table uses. Each is one etcd txn guarded by a compare on the key.
+
+// Writes value at key only when the key does not exist yet; kAlreadyExists(conflict) otherwise.
+Status createKey(EtcdClient& etcd, const std::string& key, std::string value,
+                 std::string conflict) {
+  ASSIGN_OR_RETURN(EtcdTxnResult r,
+                   etcd.txn({EtcdCompare::absent(key)}, {EtcdOp::put(key, std::move(value))}));
+  if (!r.succeeded) return alreadyExists(std::move(conflict));
+  return Status::ok();
+}
+
+// Runs ops only when key exists; kNotFound(missing) otherwise.
+Status ifKeyExists(EtcdClient& etcd, const std::string& key, std::vector<EtcdOp> ops,
+                   std::string missing) {
+  ASSIGN_OR_RETURN(EtcdTxnResult r, etcd.txn({EtcdCompare::exists(key)}, ops));
+  if (!r.succeeded) return notFound(std::move(missing));
+  return Status::ok();
+}
+
+// Writes value at key unless the key changed since modRevision: false when it did (another
+// writer came first).
+Result<bool> putIfUnchanged(EtcdClient& etcd, const std::string& key, int64_t modRevision,
+                            std::string value) {
+  ASSIGN_OR_RETURN(EtcdTxnResult r, etcd.txn({EtcdCompare::unchangedSince(key, modRevision)},
+                                             {EtcdOp::put(key, std::move(value))}));
+  return r.succeeded;
 }
 
 // Read-modify-write of one key with a mod_revision guard, retried on a concurrent change.
@@ -146,9 +184,8 @@ Status updateGuarded(EtcdClient& etcd, const std::string& key, const std::string
     ASSIGN_OR_RETURN(auto kv, etcd.get(key));
     if (!kv) return notFound(what + " not found");
     ASSIGN_OR_RETURN(std::string value, modify(kv->value));
-    ASSIGN_OR_RETURN(EtcdTxnResult r, etcd.txn({EtcdCompare::unchangedSince(key, kv->modRevision)},
-                                               {EtcdOp::put(key, value)}));
-    if (r.succeeded) return Status::ok();
+    ASSIGN_OR_RETURN(bool written, putIfUnchanged(etcd, key, kv->modRevision, std::move(value)));
+    if (written) return Status::ok();
   }
   return Status(Code::kAborted, "update " + what + ": too much contention");
 }
@@ -179,11 +216,8 @@ std::string EtcdStore::functionKey(const std::string& tenant, const std::string&
 // ---- functions ----
 
 Status EtcdStore::createFunction(const FunctionSpec& f) {
-  std::string k = functionKey(f.tenant, f.name);
-  ASSIGN_OR_RETURN(EtcdTxnResult r, etcd_->txn({EtcdCompare::absent(k)},
-                                               {EtcdOp::put(k, functionToStorageJson(f))}));
-  if (!r.succeeded) return alreadyExists("function " + f.name + " already exists");
-  return Status::ok();
+  return createKey(*etcd_, functionKey(f.tenant, f.name), functionToStorageJson(f),
+                   "function " + f.name + " already exists");
 }
 
 Result<FunctionSpec> EtcdStore::getFunction(const std::string& tenant, const std::string& name) {
@@ -204,19 +238,14 @@ Result<std::vector<FunctionSpec>> EtcdStore::listAllFunctions() {
 
 Status EtcdStore::updateFunction(const FunctionSpec& f) {
   std::string k = functionKey(f.tenant, f.name);
-  ASSIGN_OR_RETURN(EtcdTxnResult r, etcd_->txn({EtcdCompare::exists(k)},
-                                               {EtcdOp::put(k, functionToStorageJson(f))}));
-  if (!r.succeeded) return notFound("function " + f.name + " not found");
-  return Status::ok();
+  return ifKeyExists(*etcd_, k, {EtcdOp::put(k, functionToStorageJson(f))},
+                     "function " + f.name + " not found");
 }
 
 Status EtcdStore::deleteFunction(const std::string& tenant, const std::string& name) {
   std::string k = functionKey(tenant, name);
-  ASSIGN_OR_RETURN(EtcdTxnResult r,
-                   etcd_->txn({EtcdCompare::exists(k)},
-                              {EtcdOp::del(k), EtcdOp::del(key({"asyncconfig", tenant, name}))}));
-  if (!r.succeeded) return notFound("function " + name + " not found");
-  return Status::ok();
+  return ifKeyExists(*etcd_, k, {EtcdOp::del(k), EtcdOp::del(key({"asyncconfig", tenant, name}))},
+                     "function " + name + " not found");
 }
 
 // ---- tenants and keys ----
@@ -232,11 +261,8 @@ Result<ApiKey> EtcdStore::findApiKey(const std::string& keySha256) {
 }
 
 Status EtcdStore::createTenant(const Tenant& t) {
-  std::string k = key({"tenants", t.name});
-  ASSIGN_OR_RETURN(EtcdTxnResult r,
-                   etcd_->txn({EtcdCompare::absent(k)}, {EtcdOp::put(k, tenantToJson(t))}));
-  if (!r.succeeded) return alreadyExists("tenant " + t.name + " already exists");
-  return Status::ok();
+  return createKey(*etcd_, key({"tenants", t.name}), tenantToJson(t),
+                   "tenant " + t.name + " already exists");
 }
 
 Result<Tenant> EtcdStore::getTenant(const std::string& name) {
@@ -247,11 +273,7 @@ Result<Tenant> EtcdStore::getTenant(const std::string& name) {
 
 Result<std::vector<Tenant>> EtcdStore::listTenants() {
   ASSIGN_OR_RETURN(auto kvs, etcd_->getPrefix(prefix_ + "tenants/"));
-  std::vector<Tenant> out;
-  for (const auto& kv : kvs) {
-    ASSIGN_OR_RETURN(Tenant t, tenantFromJson(kv.value));
-    out.push_back(std::move(t));
-  }
+  ASSIGN_OR_RETURN(std::vector<Tenant> out, parseValues<Tenant>(kvs, tenantFromJson));
   std::sort(out.begin(), out.end(),
             [](const Tenant& a, const Tenant& b) { return a.name < b.name; });
   return out;
@@ -313,11 +335,8 @@ Status EtcdStore::deleteAsyncConfig(const std::string& tenant, const std::string
 }
 
 Status EtcdStore::enqueueAsyncTask(const AsyncTask& t) {
-  std::string k = key({"asynctasks", t.tenant, t.function, t.id});
-  ASSIGN_OR_RETURN(EtcdTxnResult r,
-                   etcd_->txn({EtcdCompare::absent(k)}, {EtcdOp::put(k, taskToJson(t))}));
-  if (!r.succeeded) return alreadyExists("async task " + t.id + " already exists");
-  return Status::ok();
+  return createKey(*etcd_, key({"asynctasks", t.tenant, t.function, t.id}), taskToJson(t),
+                   "async task " + t.id + " already exists");
 }
 
 Result<AsyncTask> EtcdStore::getAsyncTask(const std::string& tenant, const std::string& function,
@@ -368,10 +387,9 @@ Result<std::vector<AsyncTask>> EtcdStore::claimDueAsyncTasks(int64_t nowMs, int 
     d.task.attempts += 1;
     d.task.updatedMs = nowMs;
     // Another controller (or a racing claim) that took it first wins; skip it then.
-    ASSIGN_OR_RETURN(EtcdTxnResult r,
-                     etcd_->txn({EtcdCompare::unchangedSince(d.key, d.modRevision)},
-                                {EtcdOp::put(d.key, taskToJson(d.task))}));
-    if (r.succeeded) out.push_back(std::move(d.task));
+    ASSIGN_OR_RETURN(bool claimed,
+                     putIfUnchanged(*etcd_, d.key, d.modRevision, taskToJson(d.task)));
+    if (claimed) out.push_back(std::move(d.task));
   }
   return out;
 }
@@ -400,10 +418,8 @@ Result<int64_t> EtcdStore::requeueRunningAsyncTasks(int64_t nowMs) {
     t.nextAttemptMs = nowMs;
     t.updatedMs = nowMs;
     t.attempts = std::max(t.attempts - 1, 0);
-    ASSIGN_OR_RETURN(EtcdTxnResult r,
-                     etcd_->txn({EtcdCompare::unchangedSince(kv.key, kv.modRevision)},
-                                {EtcdOp::put(kv.key, taskToJson(t))}));
-    if (r.succeeded) ++n;
+    ASSIGN_OR_RETURN(bool requeued, putIfUnchanged(*etcd_, kv.key, kv.modRevision, taskToJson(t)));
+    if (requeued) ++n;
   }
   return n;
 }
