@@ -100,8 +100,14 @@ void LocalInvoker::launch(const std::string& instanceId, const FunctionRef& ref,
     }
     spec = it->second;
   }
-  // The code's directory: a lazy FUSE view of its pack (or an extracted tree without FUSE).
-  auto codeDir = code_.acquire(spec.codeSha256);
+  // The code's directory: a lazy FUSE view of its pack (or an extracted tree without FUSE),
+  // owned by the host uid the function runs as and unreadable to anyone else.
+  auto owner = worker_.codeOwner(spec);
+  if (!owner) {
+    ready(owner.status());
+    return;
+  }
+  auto codeDir = code_.acquire(spec.codeSha256, CodeOwner{owner->uid, owner->gid});
   if (!codeDir) {
     ready(codeDir.status());
     return;

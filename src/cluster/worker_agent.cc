@@ -292,7 +292,10 @@ void WorkerAgent::startInstance(const std::string& id, HttpRequest req, HttpResp
     auto spec = functionFromStorageJson(specJson.is_string() ? std::string(specJson.as_string())
                                                              : json::serialize(specJson));
     if (!spec) return respond(cluster::rpcError(spec.status()));
-    auto codeDir = code_->acquire(spec->codeSha256);
+    // Owned by the host uid the function runs as (its tenant's), unreadable to anyone else.
+    auto owner = worker_.codeOwner(*spec);
+    if (!owner) return respond(cluster::rpcError(owner.status()));
+    auto codeDir = code_->acquire(spec->codeSha256, CodeOwner{owner->uid, owner->gid});
     if (!codeDir) {
       SLOG_WARN("worker {}: code {} for {}: {}", info_.id, spec->codeSha256, id,
                 codeDir.status().toString());

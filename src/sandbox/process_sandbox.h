@@ -46,6 +46,15 @@ class ProcessSandboxBackend final : public SandboxBackend {
   ~ProcessSandboxBackend() override;
   std::string_view name() const override { return "process"; }
   Result<std::unique_ptr<Sandbox>> create(const SandboxSpec& spec) override;
+  // With user namespaces, the tenant's range base + the id (the same map create() writes).
+  Result<HostIds> hostIds(const std::string& tenant, uid_t uid, gid_t gid) override {
+    if (!options_.userNamespace) return HostIds{uid, gid};
+    if (uid >= TenantIdMap::kRangeSize || gid >= TenantIdMap::kRangeSize) {
+      return invalidArgument("uid/gid must be below 65536 inside a user namespace");
+    }
+    ASSIGN_OR_RETURN(uint32_t base, tenantIds_->hostIdBase(tenant));
+    return HostIds{base + uid, base + gid};
+  }
   // Kills processes and removes cgroups and state directories left by an earlier run of this
   // host (after kill -9). Call once at startup before creating sandboxes.
   Status sweepLeftovers();

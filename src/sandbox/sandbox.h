@@ -109,10 +109,23 @@ class Sandbox {
   }
 };
 
+// What ids inside a sandbox are on the host.
+struct HostIds {
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
 class SandboxBackend {
  public:
   virtual ~SandboxBackend() = default;
   virtual std::string_view name() const = 0;
+  // The host uid/gid that a command of `tenant`'s sandboxes running as (uid, gid) inside has:
+  // who must own host files only those sandboxes may read (their code, codepack CodeOwner).
+  // Default: the same ids (no user namespace).
+  virtual Result<HostIds> hostIds(const std::string& tenant, uid_t uid, gid_t gid) {
+    (void)tenant;
+    return HostIds{uid, gid};
+  }
   // Creates and starts a sandbox running spec.argv. Returns once the command has been exec'd
   // (or failed to: then an error naming the step, e.g. "pivot_root: EPERM").
   virtual Result<std::unique_ptr<Sandbox>> create(const SandboxSpec& spec) = 0;

@@ -688,6 +688,11 @@ class Worker::Impl {
     WarmPoolStats s = publishedStats_;
     return s;
   }
+  // Every instance's command (and a template's child) runs as SandboxSpec's default uid/gid.
+  Result<HostIds> codeOwner(const FunctionSpec& fn) {
+    const SandboxSpec defaults;
+    return backend_.hostIds(fn.tenant, defaults.uid, defaults.gid);
+  }
 
  private:
   // Spawner thread. Touches only inst's immutable fields and `cancelled`.
@@ -1785,6 +1790,8 @@ void Worker::startInstance(const std::string& instanceId, const FunctionSpec& fn
                            std::function<void(Result<InstanceReady>)> done) {
   impl_->startInstance(instanceId, fn, codeDir, std::move(done));
 }
+
+Result<HostIds> Worker::codeOwner(const FunctionSpec& fn) { return impl_->codeOwner(fn); }
 
 void Worker::invoke(const std::string& instanceId, InvokeRequest req, InvokeCallback done) {
   impl_->invoke(instanceId, std::move(req), std::move(done));

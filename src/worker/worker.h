@@ -107,9 +107,15 @@ class Worker {
   // runtime exited or timed out during init) is kFailedPrecondition whose message is the JSON
   // error body {"errorType","errorMessage","stackTrace"?} to show the caller; any other code is
   // a platform failure (sandbox creation failed, ...).
+  // codeDir is bind-mounted read-only at /code (late, for a pooled blank of fn's tenant); it
+  // must belong to codeOwner(fn) (codepack's HostCodeCache::acquire with that owner), since the
+  // function runs as that host uid and nobody else may read it.
   void startInstance(const std::string& instanceId, const FunctionSpec& fn,
                      const std::filesystem::path& codeDir,
                      std::function<void(Result<InstanceReady>)> done);
+  // The host uid/gid fn's runtime runs as (with user namespaces, in its tenant's range): the
+  // owner its code directory must have. Thread-safe, cheap.
+  Result<HostIds> codeOwner(const FunctionSpec& fn);
   // Runs one call on a ready instance. The caller (scheduler) respects instanceConcurrency.
   // Timeouts, OOM kills and crashes come back as function errors (see InvokeResult) with
   // instanceLost = true; the lost handler also fires once for that instance.
