@@ -14,26 +14,14 @@
 #include <sstream>
 
 #include "sandbox/process_sandbox.h"
+#include "sandbox/sandbox_test_util.h"
 
 namespace stratus {
 namespace {
 
+using namespace sandbox_test;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-std::string randomHex() {
-  std::random_device rd;
-  std::ostringstream o;
-  o << std::hex << rd() << rd();
-  return o.str();
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 size_t countLines(const std::string& s) { return std::count(s.begin(), s.end(), '\n'); }
 

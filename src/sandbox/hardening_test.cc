@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "sandbox/escape_suite.h"
+#include "sandbox/sandbox_test_util.h"
 #include "sandbox/seccomp_filter.h"
 
 #ifndef STRATUS_ESCAPE_PROBE
@@ -28,58 +29,12 @@
 namespace stratus {
 namespace {
 
+using namespace sandbox_test;
 namespace fs = std::filesystem;
 using SteadyClock = std::chrono::steady_clock;
 
-std::string randomHex() {
-  std::random_device rd;
-  std::ostringstream o;
-  o << std::hex << rd() << rd();
-  return o.str();
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void put(const fs::path& p, const std::string& s, mode_t mode = 0644) {
-  std::ofstream(p, std::ios::trunc) << s;
-  ::chmod(p.c_str(), mode);
-}
-
-std::string readUntilEof(int fd, std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
-  std::string out;
-  auto deadline = SteadyClock::now() + timeout;
-  for (;;) {
-    auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
-    if (left.count() <= 0) break;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-    char buf[4096];
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
-}
-
-std::optional<ExitInfo> waitExit(Sandbox& s) {
-  auto deadline = SteadyClock::now() + std::chrono::seconds(60);
-  for (;;) {
-    auto r = s.pollExit();
-    if (!r.isOk()) return std::nullopt;
-    if (r->has_value()) return **r;
-    auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
-    if (left.count() <= 0) return std::nullopt;
-    pollfd p{s.pidFd(), POLLIN, 0};
-    ::poll(&p, 1, static_cast<int>(left.count()));
-  }
-}
+// The probe and the commands here run python3 in a sandbox: more time than the shared default.
+constexpr std::chrono::seconds kProbeTimeout{60};
 
 // Host pid of the sandbox's command: init's only child.
 pid_t commandPid(pid_t init) {
@@ -133,8 +88,8 @@ boost::json::object runProbe(
   EXPECT_TRUE(sb.isOk()) << sb.status().toString();
   if (!sb.isOk()) return {};
   w.reset();
-  std::string text = readUntilEof(r.get());
-  auto info = waitExit(**sb);
+  std::string text = readUntilEof(r.get(), kProbeTimeout);
+  auto info = waitExit(**sb, kProbeTimeout);
   EXPECT_TRUE(info.has_value());
   try {
     return boost::json::parse(text).as_object();
@@ -161,21 +116,8 @@ std::string sandboxEscapeTestName(const ::testing::TestParamInfo<SandboxEscapePa
 }
 
 void SandboxEscapeTest::SetUp() {
-  std::string t = (fs::temp_directory_path() / "stratus-hard-XXXXXX").string();
-  tmp_ = ::mkdtemp(t.data());
-  ASSERT_FALSE(tmp_.empty());
-  ::chmod(tmp_.c_str(), 0755);
-  parent_ = "stratus-test-" + randomHex();
-  ProcessSandboxOptions o;
-  o.stateDir = tmp_ / "state";
-  o.cgroupParent = parent_;
-  auto b = ProcessSandboxBackend::create(o);
-  ASSERT_TRUE(b.isOk()) << b.status().toString();
-  backend_ = std::move(b).value();
-  code_ = tmp_ / "code";
-  fs::create_directory(code_);
-  ::chmod(code_.c_str(), 0755);
-  put(code_ / "probe.py", slurp(STRATUS_ESCAPE_PROBE));
+  ASSERT_NO_FATAL_FAILURE(setUpSandboxHost("stratus-hard-", tmp_, code_, parent_, backend_));
+  put(code_ / "probe.py", slurp(STRATUS_ESCAPE_PROBE), 0644);
 }
 
 void SandboxEscapeTest::TearDown() {
@@ -307,7 +249,8 @@ TEST_F(SandboxEscapeTest, RuntimesWorkUnderTheFilter) {
       "ts = [threading.Thread(target=lambda i=i: out.append(i)) for i in range(8)]\n"
       "[t.start() for t in ts]; [t.join() for t in ts]\n"
       "p = subprocess.run(['/bin/sh', '-c', 'echo sub'], capture_output=True, text=True)\n"
-      "print(json.dumps({'threads': len(out), 'sub': p.stdout.strip()}))\n");
+      "print(json.dumps({'threads': len(out), 'sub': p.stdout.strip()}))\n",
+      0644);
   int p[2];
   ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
   UniqueFd r(p[0]), w(p[1]);
@@ -320,7 +263,7 @@ TEST_F(SandboxEscapeTest, RuntimesWorkUnderTheFilter) {
   auto sb = backend_->create(s);
   ASSERT_TRUE(sb.isOk()) << sb.status().toString();
   w.reset();
-  EXPECT_EQ(readUntilEof(r.get()), "{\"threads\": 8, \"sub\": \"sub\"}\n");
+  EXPECT_EQ(readUntilEof(r.get(), kProbeTimeout), "{\"threads\": 8, \"sub\": \"sub\"}\n");
   if (fs::exists("/usr/bin/node")) {
     ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
     UniqueFd r2(p[0]), w2(p[1]);
@@ -334,7 +277,7 @@ TEST_F(SandboxEscapeTest, RuntimesWorkUnderTheFilter) {
     auto nb = backend_->create(s);
     ASSERT_TRUE(nb.isOk()) << nb.status().toString();
     w2.reset();
-    EXPECT_EQ(readUntilEof(r2.get()), "42 true\n");
+    EXPECT_EQ(readUntilEof(r2.get(), kProbeTimeout), "42 true\n");
   }
 }
 

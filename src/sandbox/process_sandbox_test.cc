@@ -27,25 +27,14 @@
 #include <sstream>
 #include <thread>
 
+#include "sandbox/sandbox_test_util.h"
+
 namespace stratus {
 namespace {
 
+using namespace sandbox_test;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-std::string randomHex() {
-  std::random_device rd;
-  std::ostringstream o;
-  o << std::hex << rd() << rd();
-  return o.str();
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::string strip(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
@@ -56,29 +45,6 @@ uint64_t capEff() {
   std::string status = slurp("/proc/self/status");
   size_t at = status.find("CapEff:");
   return at == std::string::npos ? 0 : std::stoull(status.substr(at + 7), nullptr, 16);
-}
-
-void put(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::trunc);
-  out << s;
-}
-
-// Reads from fd until EOF or the deadline; the sandboxed command holds the write end.
-std::string readUntilEof(int fd, std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
-  std::string out;
-  auto deadline = Clock::now() + timeout;
-  for (;;) {
-    int left = static_cast<int>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
-    if (left <= 0) break;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, left) <= 0) continue;
-    char buf[4096];
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
 }
 
 // Reads one line (up to '\n') from fd within the deadline.
@@ -98,22 +64,6 @@ std::string readLine(int fd, std::chrono::milliseconds timeout = std::chrono::se
   return out;
 }
 
-// Waits (on the pidfd, no sleeping) for the sandbox's init to exit and returns its exit info.
-std::optional<ExitInfo> waitExit(Sandbox& s,
-                                 std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
-  auto deadline = Clock::now() + timeout;
-  for (;;) {
-    auto r = s.pollExit();
-    if (!r.isOk()) return std::nullopt;
-    if (r->has_value()) return **r;
-    int left = static_cast<int>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
-    if (left <= 0) return std::nullopt;
-    pollfd p{s.pidFd(), POLLIN, 0};
-    ::poll(&p, 1, left);
-  }
-}
-
 struct Pipe {
   Pipe() {
     int p[2];
@@ -127,20 +77,7 @@ struct Pipe {
 class ProcessSandboxTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string t = (fs::temp_directory_path() / "stratus-sbx-XXXXXX").string();
-    tmp_ = ::mkdtemp(t.data());
-    ASSERT_FALSE(tmp_.empty());
-    ::chmod(tmp_.c_str(), 0755);
-    parent_ = "stratus-test-" + randomHex();
-    ProcessSandboxOptions o;
-    o.stateDir = tmp_ / "state";
-    o.cgroupParent = parent_;
-    auto b = ProcessSandboxBackend::create(o);
-    ASSERT_TRUE(b.isOk()) << b.status().toString();
-    backend_ = std::move(b).value();
-    code_ = tmp_ / "code";
-    fs::create_directory(code_);
-    ::chmod(code_.c_str(), 0755);
+    ASSERT_NO_FATAL_FAILURE(setUpSandboxHost("stratus-sbx-", tmp_, code_, parent_, backend_));
   }
   void TearDown() override {
     if (backend_ && !::testing::Test::HasFailure()) {
