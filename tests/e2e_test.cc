@@ -507,6 +507,11 @@ TEST(E2eLifecycle, CleanShutdownLeavesNothingBehind) {
   EXPECT_TRUE(processesInCgroup(parent).empty());
   EXPECT_FALSE(anyCgroupDirLeft(parent));
   EXPECT_TRUE(mountsMentioning(data.string()).empty());
+  // The sandboxes' host-side state is gone: on tmpfs (/dev/shm/<same name as the cgroup
+  // parent>, ProcessSandboxOptions::forDataDir) directory and all, else under the data dir.
+  const std::filesystem::path shm = "/dev/shm/" + parent;
+  EXPECT_TRUE(mountsMentioning(shm.string()).empty());
+  EXPECT_FALSE(std::filesystem::exists(shm)) << shm;
   std::error_code ec;
   size_t leftover = 0;
   for (auto& e : std::filesystem::directory_iterator(data / "run" / "sandboxes", ec)) {

@@ -440,8 +440,8 @@ int runStartRate(const StartRateOptions& o) {
   char tmpl[] = "/tmp/stratus-bench-startrate-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) return 1;
   const fs::path dir = tmpl;
-  ProcessSandboxOptions so;
-  so.stateDir = dir / "sandboxes";
+  // Where `stratus up` keeps its sandbox state (tmpfs when the host has one).
+  ProcessSandboxOptions so = ProcessSandboxOptions::forDataDir(dir);
   so.cgroupParent = "stratus-bench-" + randomHex(4);
   auto backend = ProcessSandboxBackend::create(so);
   if (!backend.isOk()) {

@@ -99,10 +99,6 @@ Result<std::string> persistentId(const std::filesystem::path& dir, const std::st
   return id;
 }
 
-std::string cgroupParentFor(const std::filesystem::path& dataDir) {
-  return "stratus-" + sha256Hex(std::filesystem::absolute(dataDir).string()).substr(0, 12);
-}
-
 struct CommonOptions {
   std::string etcd;
   std::string listen;
@@ -275,9 +271,7 @@ int runWorker(const WorkerCli& o) {
   if (Status s = runtime::installAssets(dir / "runtime"); !s) return fail(s);
 
   // Leftovers of a previous run that was killed (-9): its sandboxes, cgroups, socket dirs.
-  ProcessSandboxOptions sandboxOptions;
-  sandboxOptions.stateDir = dir / "run" / "sandboxes";
-  sandboxOptions.cgroupParent = cgroupParentFor(dir);
+  auto sandboxOptions = ProcessSandboxOptions::forDataDir(dir);
   // Tenants keep their host uid ranges (user namespaces) across restarts.
   auto tenantIds = TenantIdMap::open(dir / "tenant-ids");
   if (!tenantIds) return fail(tenantIds.status());

@@ -43,12 +43,6 @@ Result<std::pair<std::string, uint16_t>> parseListen(const std::string& listen) 
   return std::make_pair(host, static_cast<uint16_t>(port));
 }
 
-// All sandboxes of one data dir share a cgroup subtree named after it, so two servers on one
-// host (tests run several) never sweep each other's sandboxes.
-std::string cgroupParentFor(const std::filesystem::path& dataDir) {
-  return "stratus-" + sha256Hex(std::filesystem::absolute(dataDir).string()).substr(0, 12);
-}
-
 // Kills python3 template processes a SIGKILLed predecessor on this data dir left running: their
 // command line names this data dir's runtime assets. Defence in depth: the template and its
 // helpers carry PR_SET_PDEATHSIG, and the helper that once hung on a runtime that never reported
@@ -104,7 +98,9 @@ int runUp(const UpOptions& options) {
   if (Status s = runtime::installAssets(dir / "runtime"); !s.isOk()) return fail(s);
 
   // Leftovers of a previous run that was killed (-9): its sandboxes, cgroups, socket dirs.
-  ProcessSandboxOptions sandboxOptions{dir / "run" / "sandboxes", cgroupParentFor(dir)};
+  // Its own cgroup subtree (two servers on one host never sweep each other's sandboxes) and
+  // sandbox state on tmpfs where the host has one.
+  auto sandboxOptions = ProcessSandboxOptions::forDataDir(dir);
   // Tenants keep their host uid ranges (user namespaces) across restarts.
   auto tenantIds = TenantIdMap::open(dir / "tenant-ids");
   if (!tenantIds.isOk()) return fail(tenantIds.status());

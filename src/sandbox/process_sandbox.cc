@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -11,6 +12,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include "common/fs.h"
+#include "common/ids.h"
 #include "common/log.h"
 #include "sandbox/code_mount.h"
 #include "sandbox/init_image.h"
@@ -421,6 +424,32 @@ ProcessSandboxBackend::~ProcessSandboxBackend() {
   // Sandboxes may outlive the backend; their cgroups then keep the parent (rmdir says EBUSY).
   Status st = cgroups_->removeParentIfEmpty(options_.cgroupParent);
   if (!st.isOk()) SLOG_WARN("sandbox backend: {}", st.toString());
+  if (options_.removeStateDirOnExit) ::rmdir(options_.stateDir.c_str());  // ENOTEMPTY: kept
+}
+
+ProcessSandboxOptions ProcessSandboxOptions::forDataDir(const fs::path& dataDir) {
+  const std::string hash = sha256Hex(fs::absolute(dataDir).string()).substr(0, 12);
+  ProcessSandboxOptions o;
+  o.cgroupParent = "stratus-" + hash;
+  o.stateDir = dataDir / "run" / "sandboxes";
+  struct statfs sfs {};
+  if (::statfs("/dev/shm", &sfs) != 0 || sfs.f_type != TMPFS_MAGIC) return o;
+  const fs::path mine = fs::path("/dev/shm") / ("stratus-" + hash);
+  if (::mkdir(mine.c_str(), 0711) != 0 && errno != EEXIST) {
+    SLOG_WARN("sandbox state stays in {}: mkdir {}: {}", o.stateDir.string(), mine.string(),
+              std::strerror(errno));
+    return o;
+  }
+  struct stat st {};
+  if (::lstat(mine.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() ||
+      (st.st_mode & 022) != 0) {
+    SLOG_WARN("sandbox state stays in {}: {} is not a directory of ours", o.stateDir.string(),
+              mine.string());
+    return o;
+  }
+  o.stateDir = mine;
+  o.removeStateDirOnExit = true;
+  return o;
 }
 
 Result<std::unique_ptr<ProcessSandboxBackend>> ProcessSandboxBackend::create(
