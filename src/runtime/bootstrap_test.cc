@@ -316,6 +316,87 @@ class BootstrapTest : public ::testing::Test {
     writeText(code_.path() / name, text);
   }
 
+  // The rest of this fixture holds the checks both runtimes must pass the same way; the tests
+  // write each runtime's handler and call them.
+
+  // `r` is what an EventAndContext handler returned for `requestId`: the AWS context fields and
+  // the FC `context.function` block, with FROM_LOAD = env.
+  void expectContext(const json::object& r, const std::string& requestId, const std::string& env) {
+    EXPECT_EQ(r.at("requestId").as_string(), requestId);
+    EXPECT_EQ(r.at("functionName").as_string(), "myfn");
+    EXPECT_EQ(r.at("memory").as_string(), "256");  // a string, as in AWS's runtime client
+    EXPECT_GT(r.at("remaining").as_int64(), 0);
+    EXPECT_LE(r.at("remaining").as_int64(), 5000);
+    EXPECT_EQ(r.at("version").as_string(), "$LATEST");
+    EXPECT_NE(r.at("arn").as_string().find(":function:myfn"), std::string::npos);
+    EXPECT_EQ(r.at("logGroup").as_string(), "/aws/lambda/myfn");
+    EXPECT_EQ(r.at("env").as_string(), env);
+    EXPECT_EQ(r.at("fc"), parse("[\"" + requestId + "\", \"myfn\", 256, \"index.handler\", 5]"));
+    EXPECT_EQ(r.at("cwd").as_string(), std::filesystem::canonical(code_.path()).string());
+  }
+
+  // A body that is not JSON arrives as a string event, an empty one as {}.
+  void expectNonJsonEvents(Child& c, const std::string& requestIdPrefix) {
+    Frame f;
+    ASSERT_TRUE(c.invoke(requestIdPrefix + "2", "not json at all", f));
+    ASSERT_EQ(f.type, FrameType::kResult);
+    EXPECT_EQ(parse(f.body).at("event").as_string(), "not json at all");
+    ASSERT_TRUE(c.invoke(requestIdPrefix + "3", "", f));
+    ASSERT_EQ(f.type, FrameType::kResult);
+    EXPECT_EQ(parse(f.body).at("event"), json::object{});
+  }
+
+  // index.handler takes 300 ms; two calls with instanceConcurrency 2 finish in well under 600.
+  void expectConcurrentInvokesOverlap(const std::string& runtime) {
+    Child c;
+    startReady(c, runtime, "index.handler", {{"instanceConcurrency", 2}});
+    auto t0 = Clock::now();
+    c.sendInvoke("a", "{}");
+    c.sendInvoke("b", "{}");
+    Frame f1, f2;
+    ASSERT_TRUE(c.read(f1, kCallDeadline));
+    ASSERT_TRUE(c.read(f2, kCallDeadline));
+    EXPECT_LT(Clock::now() - t0, milliseconds(550)) << "the calls ran one after the other";
+    std::vector<std::string> ids = {std::string(f1.meta.at("requestId").as_string()),
+                                    std::string(f2.meta.at("requestId").as_string())};
+    std::sort(ids.begin(), ids.end());
+    EXPECT_EQ(ids, (std::vector<std::string>{"a", "b"}));
+    EXPECT_EQ(f1.type, FrameType::kResult);
+    EXPECT_EQ(f2.type, FrameType::kResult);
+  }
+
+  // index.handler logs "log line for <request id>" to stdout and "to stderr" to stderr.
+  void expectLogsBeforeTheResult(const std::string& runtime) {
+    Child c;
+    startReady(c, runtime, "index.handler");
+    Frame f;
+    ASSERT_TRUE(c.invoke("req-log", "{}", f));
+    ASSERT_EQ(f.type, FrameType::kResult);
+    // Already in the pipe when the result arrives: the bootstrap flushes before replying.
+    EXPECT_NE(c.out().find("log line for req-log\n"), std::string::npos) << c.logs();
+    EXPECT_NE(c.err().find("to stderr\n"), std::string::npos) << c.logs();
+  }
+
+  // index.init records the function name, index.handler returns the records, and badInit
+  // raises errorType("init failed").
+  void expectInitializerRunsOnce(const std::string& runtime, const std::string& badInit,
+                                 const std::string& errorType) {
+    Child c;
+    startReady(c, runtime, "index.handler", {{"initializer", "index.init"}});
+    Frame f;
+    ASSERT_TRUE(c.invoke("r1", "{}", f));
+    ASSERT_TRUE(c.invoke("r2", "{}", f));
+    ASSERT_EQ(f.type, FrameType::kResult);
+    EXPECT_EQ(parse(f.body), parse(R"(["myfn"])"));
+
+    Child d;
+    ASSERT_TRUE(d.start(spec(runtime)));
+    ASSERT_TRUE(d.load(loadMeta("index.handler", {{"initializer", badInit}}), f));
+    ASSERT_EQ(f.type, FrameType::kInitError);
+    EXPECT_EQ(f.meta.at("errorType").as_string(), errorType);
+    EXPECT_EQ(f.meta.at("errorMessage").as_string(), "init failed");
+  }
+
   TempDir code_;
 };
 
@@ -341,24 +422,8 @@ def handler(event, context):
   ASSERT_EQ(f.type, FrameType::kResult) << json::serialize(f.meta);
   json::object r = parse(f.body).as_object();
   EXPECT_EQ(r.at("event"), parse(R"({"a": [1, 2, "x"], "b": null})"));
-  EXPECT_EQ(r.at("requestId").as_string(), "req-1");
-  EXPECT_EQ(r.at("functionName").as_string(), "myfn");
-  EXPECT_EQ(r.at("memory").as_string(), "256");  // a string, as in AWS's runtime client
-  EXPECT_GT(r.at("remaining").as_int64(), 0);
-  EXPECT_LE(r.at("remaining").as_int64(), 5000);
-  EXPECT_EQ(r.at("version").as_string(), "$LATEST");
-  EXPECT_NE(r.at("arn").as_string().find(":function:myfn"), std::string::npos);
-  EXPECT_EQ(r.at("logGroup").as_string(), "/aws/lambda/myfn");
-  EXPECT_EQ(r.at("env").as_string(), "yes");
-  EXPECT_EQ(r.at("fc"), parse(R"(["req-1", "myfn", 256, "index.handler", 5])"));
-  EXPECT_EQ(r.at("cwd").as_string(), std::filesystem::canonical(code_.path()).string());
-
-  ASSERT_TRUE(c.invoke("req-2", "not json at all", f));
-  ASSERT_EQ(f.type, FrameType::kResult);
-  EXPECT_EQ(parse(f.body).at("event").as_string(), "not json at all");
-  ASSERT_TRUE(c.invoke("req-3", "", f));
-  ASSERT_EQ(f.type, FrameType::kResult);
-  EXPECT_EQ(parse(f.body).at("event"), json::object{});
+  expectContext(r, "req-1", "yes");
+  expectNonJsonEvents(c, "req-");
 }
 
 TEST_F(BootstrapTest, PythonReturnValuesAreJsonEncoded) {
@@ -462,22 +527,7 @@ TEST_F(BootstrapTest, PythonConcurrentInvokesOverlap) {
   code("index.py",
        "import time\ndef handler(event, context):\n    time.sleep(0.3)\n"
        "    return context.aws_request_id\n");
-  Child c;
-  startReady(c, "python3", "index.handler", {{"instanceConcurrency", 2}});
-  auto t0 = Clock::now();
-  c.sendInvoke("a", "{}");
-  c.sendInvoke("b", "{}");
-  Frame f1, f2;
-  ASSERT_TRUE(c.read(f1, kCallDeadline));
-  ASSERT_TRUE(c.read(f2, kCallDeadline));
-  auto elapsed = Clock::now() - t0;
-  EXPECT_LT(elapsed, milliseconds(550)) << "the calls ran one after the other";
-  std::vector<std::string> ids = {std::string(f1.meta.at("requestId").as_string()),
-                                  std::string(f2.meta.at("requestId").as_string())};
-  std::sort(ids.begin(), ids.end());
-  EXPECT_EQ(ids, (std::vector<std::string>{"a", "b"}));
-  EXPECT_EQ(f1.type, FrameType::kResult);
-  EXPECT_EQ(f2.type, FrameType::kResult);
+  expectConcurrentInvokesOverlap("python3");
 }
 
 TEST_F(BootstrapTest, PythonRunsCallsOnTheReaderThreadOnlyWithoutConcurrency) {
@@ -499,14 +549,7 @@ TEST_F(BootstrapTest, PythonPrintReachesStdoutBeforeTheResult) {
        "import sys\ndef handler(event, context):\n"
        "    print('log line for', context.aws_request_id)\n"
        "    sys.stderr.write('to stderr\\n')\n    return 1\n");
-  Child c;
-  startReady(c, "python3", "index.handler");
-  Frame f;
-  ASSERT_TRUE(c.invoke("req-log", "{}", f));
-  ASSERT_EQ(f.type, FrameType::kResult);
-  // Already in the pipe when the result arrives: the bootstrap flushes before replying.
-  EXPECT_NE(c.out().find("log line for req-log\n"), std::string::npos) << c.logs();
-  EXPECT_NE(c.err().find("to stderr\n"), std::string::npos) << c.logs();
+  expectLogsBeforeTheResult("python3");
 }
 
 TEST_F(BootstrapTest, PythonInitializerRunsOnceWithContext) {
@@ -519,20 +562,7 @@ def handler(event, context):
 def bad_init(context):
     raise RuntimeError("init failed")
 )");
-  Child c;
-  startReady(c, "python3", "index.handler", {{"initializer", "index.init"}});
-  Frame f;
-  ASSERT_TRUE(c.invoke("r1", "{}", f));
-  ASSERT_TRUE(c.invoke("r2", "{}", f));
-  ASSERT_EQ(f.type, FrameType::kResult);
-  EXPECT_EQ(parse(f.body), parse(R"(["myfn"])"));
-
-  Child d;
-  ASSERT_TRUE(d.start(spec("python3")));
-  ASSERT_TRUE(d.load(loadMeta("index.handler", {{"initializer", "index.bad_init"}}), f));
-  ASSERT_EQ(f.type, FrameType::kInitError);
-  EXPECT_EQ(f.meta.at("errorType").as_string(), "RuntimeError");
-  EXPECT_EQ(f.meta.at("errorMessage").as_string(), "init failed");
+  expectInitializerRunsOnce("python3", "index.bad_init", "RuntimeError");
 }
 
 TEST_F(BootstrapTest, PythonExitsWhenTheWorkerCloses) {
@@ -586,23 +616,9 @@ exports.handler = async (event, context) => ({
   ASSERT_EQ(f.type, FrameType::kResult) << json::serialize(f.meta);
   json::object r = parse(f.body).as_object();
   EXPECT_EQ(r.at("event"), parse(R"({"a": [1, 2, "x"]})"));
-  EXPECT_EQ(r.at("requestId").as_string(), "req-n1");
-  EXPECT_EQ(r.at("functionName").as_string(), "myfn");
-  EXPECT_EQ(r.at("memory").as_string(), "256");
-  EXPECT_GT(r.at("remaining").as_int64(), 0);
-  EXPECT_LE(r.at("remaining").as_int64(), 5000);
-  EXPECT_EQ(r.at("version").as_string(), "$LATEST");
-  EXPECT_NE(r.at("arn").as_string().find(":function:myfn"), std::string::npos);
-  EXPECT_EQ(r.at("logGroup").as_string(), "/aws/lambda/myfn");
-  EXPECT_EQ(r.at("env").as_string(), "node-yes");
-  EXPECT_EQ(r.at("fc"), parse(R"(["req-n1", "myfn", 256, "index.handler", 5])"));
-  EXPECT_EQ(r.at("cwd").as_string(), std::filesystem::canonical(code_.path()).string());
+  expectContext(r, "req-n1", "node-yes");
   EXPECT_TRUE(r.at("waits").as_bool());
-
-  ASSERT_TRUE(c.invoke("req-n2", "plain text", f));
-  EXPECT_EQ(parse(f.body).at("event").as_string(), "plain text");
-  ASSERT_TRUE(c.invoke("req-n3", "", f));
-  EXPECT_EQ(parse(f.body).at("event"), json::object{});
+  expectNonJsonEvents(c, "req-n");
 }
 
 TEST_F(BootstrapTest, NodePromiseCallbackAndSyncStyles) {
@@ -736,18 +752,7 @@ TEST_F(BootstrapTest, NodeConcurrentInvokesOverlap) {
        "exports.handler = async (e, ctx) => {\n"
        "  await new Promise((r) => setTimeout(r, 300));\n"
        "  return ctx.awsRequestId;\n};\n");
-  Child c;
-  startReady(c, "nodejs", "index.handler", {{"instanceConcurrency", 2}});
-  auto t0 = Clock::now();
-  c.sendInvoke("a", "{}");
-  c.sendInvoke("b", "{}");
-  Frame f1, f2;
-  ASSERT_TRUE(c.read(f1, kCallDeadline));
-  ASSERT_TRUE(c.read(f2, kCallDeadline));
-  EXPECT_LT(Clock::now() - t0, milliseconds(550)) << "the calls ran one after the other";
-  EXPECT_EQ(f1.type, FrameType::kResult);
-  EXPECT_EQ(f2.type, FrameType::kResult);
-  EXPECT_NE(f1.meta.at("requestId"), f2.meta.at("requestId"));
+  expectConcurrentInvokesOverlap("nodejs");
 }
 
 TEST_F(BootstrapTest, NodeConsoleLogReachesStdoutBeforeTheResult) {
@@ -755,13 +760,7 @@ TEST_F(BootstrapTest, NodeConsoleLogReachesStdoutBeforeTheResult) {
        "exports.handler = async (e, ctx) => {\n"
        "  console.log('log line for', ctx.awsRequestId);\n"
        "  console.error('to stderr');\n  return 1;\n};\n");
-  Child c;
-  startReady(c, "nodejs", "index.handler");
-  Frame f;
-  ASSERT_TRUE(c.invoke("req-log", "{}", f));
-  ASSERT_EQ(f.type, FrameType::kResult);
-  EXPECT_NE(c.out().find("log line for req-log\n"), std::string::npos) << c.logs();
-  EXPECT_NE(c.err().find("to stderr\n"), std::string::npos) << c.logs();
+  expectLogsBeforeTheResult("nodejs");
 }
 
 TEST_F(BootstrapTest, NodeInitializerRunsOnce) {
@@ -771,20 +770,7 @@ exports.init = (context, callback) => { calls.push(context.functionName); callba
 exports.handler = async () => calls;
 exports.badInit = async () => { throw new Error('init failed'); };
 )");
-  Child c;
-  startReady(c, "nodejs", "index.handler", {{"initializer", "index.init"}});
-  Frame f;
-  ASSERT_TRUE(c.invoke("r1", "{}", f));
-  ASSERT_TRUE(c.invoke("r2", "{}", f));
-  ASSERT_EQ(f.type, FrameType::kResult);
-  EXPECT_EQ(parse(f.body), parse(R"(["myfn"])"));
-
-  Child d;
-  ASSERT_TRUE(d.start(spec("nodejs")));
-  ASSERT_TRUE(d.load(loadMeta("index.handler", {{"initializer", "index.badInit"}}), f));
-  ASSERT_EQ(f.type, FrameType::kInitError);
-  EXPECT_EQ(f.meta.at("errorType").as_string(), "Error");
-  EXPECT_EQ(f.meta.at("errorMessage").as_string(), "init failed");
+  expectInitializerRunsOnce("nodejs", "index.badInit", "Error");
 }
 
 TEST_F(BootstrapTest, NodeUncaughtErrorsOutsideAHandlerEndTheProcess) {
