@@ -341,6 +341,55 @@ TEST_F(E2eTest, CrudListGetDelete) {
   EXPECT_EQ(i2->status, 404);
 }
 
+// Issue 3: two tenants deploy the very same zip. Each function runs and reads its own /code,
+// which inside its sandbox belongs to the uid it runs as (65534; on the host its tenant's own
+// uid) with owner-only modes: directories 0500, files 0400, executables 0500.
+TEST_F(E2eTest, IdenticalCodeOfTwoTenantsRunsForEachAsItsOwn) {
+  const char* code = R"PY(import os, stat
+def handler(event, context):
+    def own(p):
+        s = os.lstat(p)
+        return [s.st_uid, s.st_gid, stat.S_IMODE(s.st_mode)]
+    return {"uid": os.getuid(), "code": own("/code"), "index": own("/code/index.py"),
+            "tool": own("/code/bin/tool.sh"), "lib": own("/code/bin"),
+            "data": open("/code/data.txt").read()}
+)PY";
+  const std::string zip = makeZip({{"index.py", code, 0644, ""},
+                                   {"bin/tool.sh", "#!/bin/sh\necho tool\n", 0755, ""},
+                                   {"data.txt", "same code, two tenants", 0644, ""}});
+  deploy("twin-code", "python3", "index.handler", zip);
+  auto t = server_->call("POST", "/admin/tenants", R"({"name":"twintenant"})");
+  ASSERT_TRUE(t.isOk() && t->status == 201) << (t.isOk() ? t->body : t.status().toString());
+  const std::string keyB = str(bodyJson(*t)["apiKey"]);
+  auto created =
+      httpRequest(server_->endpoint(), "POST", "/2023-03-30/functions",
+                  {{"authorization", "Bearer " + keyB}, {"content-type", "application/json"}},
+                  functionSpec("twin-code", "python3", "index.handler", zip));
+  ASSERT_TRUE(created.isOk() && created->status == 200)
+      << (created.isOk() ? created->body : created.status().toString());
+  for (const std::string& key : {server_->key(), keyB}) {
+    auto r = httpRequest(server_->endpoint(), "POST", "/2023-03-30/functions/twin-code/invocations",
+                         {{"authorization", "Bearer " + key}}, "{}", std::chrono::seconds(60));
+    ASSERT_TRUE(r.isOk()) << r.status().toString();
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_EQ(header(*r, "x-fc-error-type"), "") << r->body;
+    auto b = bodyJson(*r);
+    EXPECT_EQ(str(b["data"]), "same code, two tenants");
+    const int64_t uid = b["uid"].as_int64();
+    auto expectOwned = [&](const char* what, int64_t mode) {
+      const json::array& a = b[what].as_array();
+      ASSERT_EQ(a.size(), 3u) << what;
+      EXPECT_EQ(a[0].as_int64(), uid) << what << " is not the function's own";
+      EXPECT_EQ(a[1].as_int64(), uid) << what;
+      EXPECT_EQ(a[2].as_int64(), mode) << what;
+    };
+    expectOwned("code", 0500);
+    expectOwned("lib", 0500);
+    expectOwned("index", 0400);
+    expectOwned("tool", 0500);
+  }
+}
+
 struct BadCase {
   const char* what;
   std::string body;

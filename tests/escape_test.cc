@@ -4,18 +4,24 @@
 // pool of blank sandboxes, a fresh sandbox per cold start, later zygote templates -- is held to
 // the same isolation. To cover a new path, add a ServerPath to kPaths.
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
 
+#include "codepack/zip_import.h"
 #include "common/ids.h"
 #include "common/json.h"
 #include "common/unique_fd.h"
@@ -288,6 +294,97 @@ TEST_P(EscapeTest, OtherTenantCodeAndTmpUnreachable) {
                            {{"authorization", "Bearer " + w_->keyB}}, "");
   ASSERT_TRUE(other.isOk());
   EXPECT_EQ(other->body.find("\"bserver\"") != std::string::npos, true);
+}
+
+// The code views the server itself produced for the two tenants' identical probe (under its code
+// root in the data dir, and its FUSE mounts under /run/stratus/codepack): one per tenant, owned
+// by that tenant's sandbox uid (range base from <data-dir>/tenant-ids + 65534). Even a process
+// of tenant a's host uid that knew the host path -- or held a handle to the directory, as a bind
+// mount would give it -- can neither list nor read tenant b's, and vice versa; each reads its
+// own through the handle.
+TEST_P(EscapeTest, OtherTenantCodeCacheUnreadableWithTenantUid) {
+  for (const std::string& key : {w_->server->key(), w_->keyB}) {  // both hold the probe's code
+    auto r = w_->invokeAs(key, "probe", {{"attempt", "no_capabilities"}});
+    ASSERT_TRUE(r.isOk() && r->status == 200) << (r.isOk() ? r->body : r.status().toString());
+  }
+  std::map<std::string, uint32_t> base;  // tenant -> host id range base
+  {
+    std::istringstream in(slurp(w_->server->dataDir() / "tenant-ids"));
+    for (std::string idx, tenant; in >> idx >> tenant;) {
+      base[tenant] = (1u << 24) + static_cast<uint32_t>(std::stoul(idx)) * 65536;
+    }
+  }
+  ASSERT_TRUE(base.count("default") && base.count("tenantb"))
+      << slurp(w_->server->dataDir() / "tenant-ids");
+  const std::set<uid_t> tenantUids = {base["default"] + 65534, base["tenantb"] + 65534};
+
+  // sha -> owner uid -> view
+  std::map<std::string, std::map<uid_t, fs::path>> views;
+  const fs::path codeRoot = w_->server->dataDir() / "code";
+  for (const fs::path& root : {codeRoot, defaultMountRoot(codeRoot)}) {
+    std::error_code ec;
+    for (const auto& o : fs::directory_iterator(root, ec)) {
+      if (o.path().filename().string().rfind("owner-", 0) != 0) continue;
+      for (const auto& v : fs::directory_iterator(o.path(), ec)) {
+        struct stat st;
+        if (v.path().filename().string()[0] == '.' || ::stat(v.path().c_str(), &st) != 0) continue;
+        EXPECT_EQ(st.st_mode & 07777, 0500u) << v.path();
+        EXPECT_EQ(st.st_gid, st.st_uid) << v.path();
+        views[v.path().filename()][st.st_uid] = v.path();
+      }
+    }
+  }
+  const std::map<uid_t, fs::path>* probe = nullptr;
+  for (const auto& [sha, owners] : views) {
+    for (const auto& [uid, path] : owners) {
+      EXPECT_TRUE(tenantUids.count(uid)) << path << " belongs to uid " << uid;
+    }
+    if (owners.size() == 2) probe = &owners;
+  }
+  ASSERT_NE(probe, nullptr) << "no code shared by both tenants found under " << codeRoot;
+
+  auto asUid = [](uid_t uid, const std::function<int()>& fn) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      if (::setgroups(0, nullptr) != 0 || ::setresgid(uid, uid, uid) != 0 ||
+          ::setresuid(uid, uid, uid) != 0) {
+        _exit(255);
+      }
+      _exit(fn());
+    }
+    int status = 0;
+    return ::waitpid(pid, &status, 0) == pid && WIFEXITED(status) ? WEXITSTATUS(status) : 254;
+  };
+  auto readAt = [](int dir, const char* name) {
+    int fd = ::openat(dir, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    char c;
+    int r = ::read(fd, &c, 1) == 1 ? 0 : EIO;
+    ::close(fd);
+    return r;
+  };
+  auto listAt = [](int dir) {
+    int fd = ::openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    ::close(fd);
+    return 0;
+  };
+  for (const auto& [me, mine] : *probe) {
+    for (const auto& [them, theirs] : *probe) {
+      if (me == them) continue;
+      UniqueFd own(::open(mine.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+      UniqueFd other(::open(theirs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+      ASSERT_TRUE(own && other);
+      const int ownFd = own.get(), otherFd = other.get();
+      const std::string otherFile = (theirs / "probe.py").string();
+      EXPECT_EQ(asUid(me, [&] { return readAt(ownFd, "probe.py"); }), 0) << mine;
+      EXPECT_EQ(asUid(me, [&] { return listAt(ownFd); }), 0) << mine;
+      EXPECT_EQ(asUid(me, [&] { return readAt(otherFd, "probe.py"); }), EACCES) << theirs;
+      EXPECT_EQ(asUid(me, [&] { return listAt(otherFd); }), EACCES) << theirs;
+      EXPECT_EQ(asUid(me, [&] { return readAt(AT_FDCWD, otherFile.c_str()); }), EACCES)
+          << otherFile;
+    }
+  }
 }
 
 // Every process of every sandbox of the server (pool included) runs as an unprivileged host uid
