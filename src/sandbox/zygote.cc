@@ -91,10 +91,12 @@ std::vector<std::string> cgroupFilesOf(pid_t pid) {
 
 }  // namespace
 
-Result<std::unique_ptr<Zygote>> Zygote::startPython(const std::filesystem::path& script) {
+Result<std::unique_ptr<Zygote>> Zygote::start(const std::vector<std::string>& argv,
+                                              const std::vector<std::string>& env,
+                                              const std::string& what) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-    return Status::fromErrno(errno, "socketpair for the python3 template");
+    return Status::fromErrno(errno, "socketpair for the " + what);
   }
   UniqueFd ours(sv[0]), theirs(sv[1]);
   posix_spawn_file_actions_t actions;
@@ -114,16 +116,31 @@ Result<std::unique_ptr<Zygote>> Zygote::startPython(const std::filesystem::path&
   sigfillset(&all);
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  const std::string s = script.string();
-  const char* argv[] = {"/usr/bin/python3", "-u", "-S", s.c_str(), nullptr};
-  const char* envp[] = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1", nullptr};
+  std::vector<char*> cargv, cenv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  for (const auto& e : env) cenv.push_back(const_cast<char*>(e.c_str()));
+  cenv.push_back(nullptr);
   pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, argv[0], &actions, &attr, const_cast<char* const*>(argv),
-                         const_cast<char* const*>(envp));
+  int rc = ::posix_spawn(&pid, cargv[0], &actions, &attr, cargv.data(), cenv.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  if (rc != 0) return Status::fromErrno(rc, "start the python3 template");
+  if (rc != 0) return Status::fromErrno(rc, "start the " + what);
   return std::unique_ptr<Zygote>(new Zygote(pid, std::move(ours)));
+}
+
+Result<std::unique_ptr<Zygote>> Zygote::startPython(const std::filesystem::path& script) {
+  return start({"/usr/bin/python3", "-u", "-S", script.string()},
+               {"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1"},
+               "python3 template");
+}
+
+Result<std::unique_ptr<Zygote>> Zygote::startNode(const std::filesystem::path& script,
+                                                  const std::vector<std::string>& nodeFlags) {
+  std::vector<std::string> argv = {"/usr/bin/node", "--single-threaded"};
+  argv.insert(argv.end(), nodeFlags.begin(), nodeFlags.end());
+  argv.push_back(script.string());
+  return start(argv, {"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}, "nodejs template");
 }
 
 Zygote::~Zygote() {
@@ -197,7 +214,12 @@ Result<pid_t> Zygote::spawnInto(pid_t initPid, int stdoutFd, int stderrFd,
   do {
     rc = ::poll(&p, 1, kReplyTimeoutMs);
   } while (rc < 0 && errno == EINTR);
-  if (rc <= 0) return Status(Code::kDeadlineExceeded, ctx + ": the template did not answer");
+  if (rc <= 0) {
+    // Its state is unknown and a late answer would be taken for the next request's: end it, so
+    // that the caller starts a new one (kUnavailable, as for a template that is gone).
+    ::kill(pid_, SIGKILL);
+    return Status(Code::kUnavailable, ctx + ": the template did not answer");
+  }
   char buf[4096];
   ssize_t n = ::recv(control_.get(), buf, sizeof buf, 0);
   if (n <= 0) return Status(Code::kUnavailable, ctx + ": the template is gone");

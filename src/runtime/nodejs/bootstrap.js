@@ -4,7 +4,8 @@
 // (event, context, callback). Calls interleave on the event loop (up to instanceConcurrency).
 //
 // Only built-in modules that are already in node's startup snapshot are required eagerly (net,
-// path, fs); url is loaded only for ES modules.
+// path, fs); url is loaded only for ES modules. Loading this file has no side effect but the
+// requires when it is not node's main module (the template, zygote.js, loads it that way).
 'use strict';
 
 const net = require('net');
@@ -29,15 +30,6 @@ function fatal(msg) {
     process.exit(1);
   }
 }
-
-// An error outside any handler's own promise chain (a throw from a timer, an unhandled
-// rejection): the instance's state is unknown, so end it; the worker replaces it.
-process.on('uncaughtException', (err) => {
-  fatal(`uncaught exception: ${err && err.stack ? err.stack : String(err)}`);
-});
-process.on('unhandledRejection', (reason) => {
-  fatal(`unhandled promise rejection: ${reason && reason.stack ? reason.stack : String(reason)}`);
-});
 
 // ---- framing ------------------------------------------------------------------------------------
 
@@ -392,6 +384,14 @@ function invoke(meta, body) {
 // ---- main ---------------------------------------------------------------------------------------
 
 function main() {
+  // An error outside any handler's own promise chain (a throw from a timer, an unhandled
+  // rejection): the instance's state is unknown, so end it; the worker replaces it.
+  process.on('uncaughtException', (err) => {
+    fatal(`uncaught exception: ${err && err.stack ? err.stack : String(err)}`);
+  });
+  process.on('unhandledRejection', (reason) => {
+    fatal(`unhandled promise rejection: ${reason && reason.stack ? reason.stack : String(reason)}`);
+  });
   const sockPath = process.env.STRATUS_RUNTIME_SOCKET;
   if (!sockPath) fatal('STRATUS_RUNTIME_SOCKET is not set');
   sock = net.createConnection(sockPath);
@@ -405,4 +405,10 @@ function main() {
   sock.on('close', () => process.exit(0));
 }
 
-main();
+// Run directly (node bootstrap.js), the runtime starts; required by the template (zygote.js),
+// it is only loaded, and each runtime forked from the template calls main() itself.
+if (require.main === module) {
+  main();
+} else {
+  module.exports = { main };
+}
