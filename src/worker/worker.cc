@@ -19,6 +19,7 @@
 #include <cstring>
 #include <deque>
 #include <future>
+#include <list>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -48,6 +49,7 @@ constexpr Duration kExitGrace = std::chrono::milliseconds(500);
 constexpr Duration kConnectRetry = std::chrono::milliseconds(3);
 // pids a sandbox gets beyond one per call in flight (the runtime's own threads, subprocesses).
 constexpr int64_t kPidsMargin = 64;
+constexpr size_t kMaxNodeTemplates = 4;
 
 int64_t micros(Duration d) {
   return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
@@ -420,6 +422,7 @@ class Worker::Impl {
     // 4. Destroy everything, then stop the threads.
     spawner_->stopAndJoin();
     pyZygote_.reset();
+    nodeZygotes_.clear();
     loop_->stop();
     std::lock_guard<std::mutex> logLock(logMu_);
     logSinks_.clear();
@@ -764,9 +767,11 @@ class Worker::Impl {
     spec.tenant = fn.tenant;
     spec.stdoutFd = outW.get();
     spec.stderrFd = errW.get();
-    const bool templated =
-        options_.templates && fn.runtime == "python3" && (inst.blank || poolable(fn));
+    const bool templated = options_.templates &&
+                           (fn.runtime == "python3" || fn.runtime == "nodejs") &&
+                           (inst.blank || poolable(fn));
     std::vector<std::string> runtimeEnv;
+    std::vector<std::string> templateFlags;  // nodejs: the interpreter flags of commandFor()
     if (templated) {
       // The template's child starts blank (its function arrives over the socket, as in a pool
       // hit); the sandbox's own command only holds it open.
@@ -775,6 +780,12 @@ class Worker::Impl {
       blankFn.runtime = fn.runtime;
       blankFn.memoryMb = fn.memoryMb;
       runtimeEnv = runtime::environmentFor(blankFn);
+      if (fn.runtime == "nodejs") {
+        // node's heap limit follows the function's memory and is fixed at node's start: the
+        // flags between the interpreter and the bootstrap select the template.
+        const auto argv = runtime::commandFor(blankFn);
+        templateFlags.assign(argv.begin() + 1, argv.end() - 1);
+      }
       spec.argv = {"/usr/bin/sleep", "infinity"};
       spec.env = {"PATH=/usr/bin:/bin"};
       spec.codeDir.clear();
@@ -786,14 +797,30 @@ class Worker::Impl {
     if (!sb.isOk()) return sb.status().withContext("create sandbox for instance " + inst.id);
     out.sandbox = std::move(sb).value();
     if (templated) {
-      if (!pyZygote_) {
-        auto z = Zygote::startPython(options_.runtimeAssetsDir / "python3" / "zygote.py");
-        if (!z.isOk()) return z.status().withContext("instance " + inst.id);
-        pyZygote_ = std::move(z).value();
+      std::unique_ptr<Zygote>* zygote = &pyZygote_;
+      if (fn.runtime == "nodejs") {
+        std::string key;
+        for (const auto& f : templateFlags) key += f + " ";
+        zygote = &nodeZygotes_[key];
+        // Every distinct heap size holds a node template (~40 MB): keep the last few used.
+        nodeZygoteUse_.remove(key);
+        nodeZygoteUse_.push_back(key);
+        while (nodeZygoteUse_.size() > kMaxNodeTemplates) {
+          nodeZygotes_.erase(nodeZygoteUse_.front());
+          nodeZygoteUse_.pop_front();
+        }
       }
-      auto pid = pyZygote_->spawnInto(out.sandbox->pid(), outW.get(), errW.get(), runtimeEnv);
+      if (!*zygote) {
+        auto z = fn.runtime == "nodejs"
+                     ? Zygote::startNode(options_.runtimeAssetsDir / "nodejs" / "zygote.js",
+                                         templateFlags)
+                     : Zygote::startPython(options_.runtimeAssetsDir / "python3" / "zygote.py");
+        if (!z.isOk()) return z.status().withContext("instance " + inst.id);
+        *zygote = std::move(z).value();
+      }
+      auto pid = (*zygote)->spawnInto(out.sandbox->pid(), outW.get(), errW.get(), runtimeEnv);
       if (!pid.isOk()) {
-        if (pid.status().code() == Code::kUnavailable) pyZygote_.reset();  // restart next time
+        if (pid.status().code() == Code::kUnavailable) zygote->reset();  // restart next time
         return pid.status().withContext("instance " + inst.id);
       }
       int pfd = static_cast<int>(::syscall(SYS_pidfd_open, *pid, 0));
@@ -1766,7 +1793,11 @@ class Worker::Impl {
   std::map<std::string, PoolSlot> pool_;                 // by poolKeyOf(tenant, runtime, memoryMb)
   std::unordered_map<std::string, InstancePtr> blanks_;  // every blank, creating or warm
   int poolCreating_ = 0;
-  std::unique_ptr<Zygote> pyZygote_;  // spawner thread only (its PDEATHSIG is tied to it)
+  // Templates: spawner thread only (their PDEATHSIG is tied to it). nodejs: one per heap-size
+  // flag set, the kMaxNodeTemplates most recently used (least recent first in nodeZygoteUse_).
+  std::unique_ptr<Zygote> pyZygote_;
+  std::map<std::string, std::unique_ptr<Zygote>> nodeZygotes_;
+  std::list<std::string> nodeZygoteUse_;
   EventLoop::TimerId poolTimer_ = 0;
   WarmPoolStats stats_;
 

@@ -73,10 +73,10 @@ struct WorkerOptions {
   int64_t pidsMax = 128;
   Duration startBudget = std::chrono::seconds(10);  // process start + hello, before init
   WarmPoolOptions pool;
-  // Templates (issue 4): python3 runtimes are forked from a template process (Zygote, an
-  // interpreter with the runtime imported) into a freshly created sandbox instead of starting the
-  // interpreter there; they share its memory copy-on-write. Applies to pool blanks and to fresh
-  // starts of functions that could use the pool.
+  // Templates (issue 4): python3 and nodejs runtimes are forked from a template process (Zygote,
+  // an interpreter with the runtime loaded; nodejs: one per heap-size flag) into a freshly created
+  // sandbox instead of starting the interpreter there; they share its memory copy-on-write.
+  // Applies to pool blanks and to fresh starts of functions that could use the pool.
   bool templates = false;
 };
 

@@ -1065,6 +1065,83 @@ TEST_F(WorkerTest, TemplatedPythonIsConfinedExactlyLikeTheSandboxCommand) {
   EXPECT_EQ(r.functionError, FunctionErrorKind::kUnhandled);
   EXPECT_TRUE(waitFor([&] { return lost().size() == 1; }));
 }
+// nodejs templates: the same checks, plus the exits a forked node must report like an exec'd one
+// (node's own exit path would wait for V8 platform threads that exist only in the template).
+TEST_F(WorkerTest, TemplatedNodeIsConfinedAndReportsExitsLikeAnExecdOne) {
+  makeWorker(WorkerOptions().startBudget, {}, /*templates=*/true);
+  FunctionSpec fn = makeFn("nodejs");
+  fn.environmentVariables["MY_VAR"] = "templated";
+  auto code = writeCode({{"index.js", kJsPoolProbe}, {"data.txt", "tpl"}});
+  std::vector<double> ms;
+  for (int i = 0; i < 4; ++i) {
+    const std::string id = "ntpl-" + std::to_string(i);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto ready = start(id, fn, code);
+    ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    ASSERT_TRUE(ready.isOk()) << ready.status().toString();
+    auto r = invoke(id, "{}");
+    ASSERT_EQ(r.functionError, FunctionErrorKind::kNone) << r.body;
+    auto body = parseObject(r.body);
+    EXPECT_EQ(str(body, "data"), "tpl");
+    EXPECT_EQ(str(body, "env"), "templated");
+    EXPECT_EQ(str(body, "fc"), fn.name);
+    EXPECT_EQ(str(body, "cwd"), "/code");
+    EXPECT_EQ(body["calls"], json::value(1)) << "module state starts fresh in every instance";
+    EXPECT_EQ(body["leak"], json::value(false));
+  }
+  std::printf(
+      "nodejs templated start (startInstance -> ready): first %.1f ms (starts the template), "
+      "then %.1f / %.1f / %.1f ms\n",
+      ms[0], ms[1], ms[2], ms[3]);
+  auto pids = pidsOf("ntpl-0");
+  pid_t placeholder = -1, runtimePid = -1;
+  for (pid_t p : pids) {
+    auto comm = readFile("/proc/" + std::to_string(p) + "/comm");
+    if (!comm.isOk()) continue;
+    if (comm->starts_with("sleep")) placeholder = p;
+    if (comm->starts_with("node") && runtimePid < 0) runtimePid = p;
+  }
+  ASSERT_GT(placeholder, 0);
+  ASSERT_GT(runtimePid, 0);
+  auto a = confinement(placeholder), b = confinement(runtimePid);
+  ASSERT_FALSE(a.empty());
+  for (const auto& [k, v] : a) EXPECT_EQ(b[k], v) << k;
+
+  // Exits: the same report from a templated and an exec'd instance of the same code.
+  struct Case {
+    std::string name, code, expect;
+  };
+  const std::vector<Case> cases = {
+      {"exit3", "exports.handler = async () => { process.exit(3); };\n", "code 3"},
+      {"timer-throw",
+       "exports.handler = (e, c, cb) => { setTimeout(() => { throw new Error('boom'); }, 1); };\n",
+       "code 1"},
+  };
+  for (bool templated : {true, false}) {
+    makeWorker(WorkerOptions().startBudget, {}, templated);
+    for (const Case& c : cases) {
+      SCOPED_TRACE(c.name + (templated ? " templated" : " exec'd"));
+      const size_t lostBefore = lost().size();
+      const std::string id = "nx-" + c.name + (templated ? "-t" : "-e");
+      ASSERT_TRUE(start(id, makeFn("nodejs"), writeCode({{"index.js", c.code}})).isOk());
+      auto r = invoke(id, "{}");
+      EXPECT_TRUE(r.instanceLost);
+      EXPECT_NE(r.body.find(c.expect), std::string::npos) << r.body;
+      EXPECT_EQ(r.functionError, FunctionErrorKind::kUnhandled);
+      EXPECT_TRUE(waitFor([&] { return lost().size() == lostBefore + 1; }));
+    }
+    // A module whose top level throws: the same init error either way.
+    FunctionSpec bad = makeFn("nodejs");
+    auto st = start(std::string("nx-top") + (templated ? "-t" : "-e"), bad,
+                    writeCode({{"index.js", "throw new TypeError('at top level');\n"}}));
+    EXPECT_FALSE(st.isOk());
+    EXPECT_NE(st.status().message().find("TypeError"), std::string::npos) << st.status().toString();
+    EXPECT_NE(st.status().message().find("at top level"), std::string::npos)
+        << st.status().toString();
+  }
+}
+
 // Not a benchmark (that is `stratus bench`), but prints the cold-start figures for the report and
 // checks that initDurationUs is consistent with what the caller observes.
 TEST_F(WorkerTest, ColdStartTimes) {
