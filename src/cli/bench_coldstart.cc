@@ -407,11 +407,9 @@ int runColdStart(const ColdStartOptions& o) {
     std::printf("%s (request -> response through the server, function with no instance):\n",
                 rt.c_str());
     printRow("pool hit (warm pool, default server)", statsOf(hit), "target p50<=10 p99<=30");
-    printRow(rt == "python3" ? "pool miss (--no-pool): template fork" : "pool miss (--no-pool)",
-             statsOf(miss), "target p50<=60");
-    if (rt == "python3") {
-      printRow("pool miss, no template (--no-templates)", statsOf(missFresh), "exec of python3");
-    }
+    printRow("pool miss (--no-pool): template fork", statsOf(miss), "target p50<=60");
+    printRow("pool miss, no template (--no-templates)", statsOf(missFresh),
+             rt == "python3" ? "exec of python3" : "exec of node");
     printRow("warm call, same function (reference)", statsOf(warm));
     printRow(
         rt == "nodejs" ? "baseline: node -e 0" : "baseline: bwrap --unshare-all python3 -c pass",
