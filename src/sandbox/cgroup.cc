@@ -39,9 +39,42 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+// A cgroup file read again and again (accounting reads a few per invocation): opened on first
+// use, then pread at offset 0, for which kernfs regenerates the content. Opening cgroupfs paths
+// per read (path walk, kernfs permission and revalidation) was a fifth of the server's CPU per
+// warm call. A file that cannot be opened yet is retried on the next read. Thread-safe.
+class StatFile {
+ public:
+  void setPath(fs::path path) {
+    std::lock_guard lock(mu_);
+    path_ = std::move(path);
+    fd_.reset();
+  }
+  std::optional<std::string> read() const {
+    std::lock_guard lock(mu_);
+    if (!fd_) {
+      if (path_.empty()) return std::nullopt;
+      fd_.reset(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!fd_) return std::nullopt;
+    }
+    char buf[4096];
+    ssize_t n = ::pread(fd_.get(), buf, sizeof buf, 0);
+    if (n < 0) return std::nullopt;
+    return std::string(buf, static_cast<size_t>(n));
+  }
+  void close() {
+    std::lock_guard lock(mu_);
+    fd_.reset();
+  }
+
+ private:
+  fs::path path_;
+  mutable std::mutex mu_;
+  mutable UniqueFd fd_;  // GUARDED_BY(mu_)
+};
+
 // Parses an integer knob; "max" (v2's "unlimited") reads as INT64_MAX. Absent or garbage: 0.
-int64_t readInt(const fs::path& p) {
-  auto content = readFile(p);
+int64_t parseInt(const std::optional<std::string>& content) {
   if (!content) return 0;
   std::string_view s = trim(*content);
   if (s == "max") return INT64_MAX;
@@ -50,9 +83,16 @@ int64_t readInt(const fs::path& p) {
   return v;
 }
 
-// Reads the value of `key` from a flat-keyed file ("oom_kill 3\n..."). Absent: 0.
-int64_t readKeyed(const fs::path& p, std::string_view key) {
+std::optional<std::string> readOptional(const fs::path& p) {
   auto content = readFile(p);
+  if (!content) return std::nullopt;
+  return std::move(content).value();
+}
+
+int64_t readInt(const fs::path& p) { return parseInt(readOptional(p)); }
+
+// The value of `key` in a flat-keyed file's content ("oom_kill 3\n..."). Absent: 0.
+int64_t parseKeyed(const std::optional<std::string>& content, std::string_view key) {
   if (!content) return 0;
   std::string_view rest = *content;
   while (!rest.empty()) {
@@ -67,6 +107,10 @@ int64_t readKeyed(const fs::path& p, std::string_view key) {
     }
   }
   return 0;
+}
+
+int64_t readKeyed(const fs::path& p, std::string_view key) {
+  return parseKeyed(readOptional(p), key);
 }
 
 std::vector<std::string> readTokens(const fs::path& p) {
@@ -204,6 +248,7 @@ class CgroupV1 final : public Cgroup {
  public:
   ~CgroupV1() override {
     if (dirs_.empty()) return;
+    closeStats();
     Status st = killAll();
     if (!st.isOk()) SLOG_WARN("cgroup teardown: {}", st.toString());
     for (const auto& d : dirs_) {
@@ -219,17 +264,20 @@ class CgroupV1 final : public Cgroup {
     }
     return Status::ok();
   }
-  bool oomKilled() const override {
-    return !memory_.empty() && readKeyed(memory_ / "memory.oom_control", "oom_kill") > 0;
+  bool oomKilled() const override { return parseKeyed(oomControl_.read(), "oom_kill") > 0; }
+  int64_t memoryPeakBytes() const override { return parseInt(memoryPeak_.read()); }
+  int64_t memoryCurrentBytes() const override { return parseInt(memoryCurrent_.read()); }
+  int64_t cpuTimeNs() const override { return parseInt(cpuUsage_.read()); }
+  // Called once the directories' paths are known (empty path: that controller is absent).
+  void openStats() {
+    auto in = [](const fs::path& dir, const char* file) { return dir.empty() ? dir : dir / file; };
+    oomControl_.setPath(in(memory_, "memory.oom_control"));
+    memoryPeak_.setPath(in(memory_, "memory.max_usage_in_bytes"));
+    memoryCurrent_.setPath(in(memory_, "memory.usage_in_bytes"));
+    cpuUsage_.setPath(in(cpuacct_, "cpuacct.usage"));
   }
-  int64_t memoryPeakBytes() const override {
-    return memory_.empty() ? 0 : readInt(memory_ / "memory.max_usage_in_bytes");
-  }
-  int64_t memoryCurrentBytes() const override {
-    return memory_.empty() ? 0 : readInt(memory_ / "memory.usage_in_bytes");
-  }
-  int64_t cpuTimeNs() const override {
-    return cpuacct_.empty() ? 0 : readInt(cpuacct_ / "cpuacct.usage");
+  void closeStats() {
+    for (StatFile* f : {&oomControl_, &memoryPeak_, &memoryCurrent_, &cpuUsage_}) f->close();
   }
   Status killAll() override { return killAndWait(dirs_, {}); }
   std::vector<fs::path> selfAttachFiles() const override {
@@ -240,6 +288,7 @@ class CgroupV1 final : public Cgroup {
 
   std::vector<fs::path> dirs_;  // one per distinct hierarchy, created by us
   fs::path memory_, pids_, cpu_, cpuacct_;
+  StatFile oomControl_, memoryPeak_, memoryCurrent_, cpuUsage_;
 };
 
 class CgroupV1Driver final : public CgroupDriver {
@@ -287,6 +336,7 @@ class CgroupV1Driver final : public CgroupDriver {
     cg->pids_ = under(pids_);
     cg->cpu_ = under(cpu_);
     cg->cpuacct_ = under(cpuacct_);
+    cg->openStats();
 
     if (!cg->memory_.empty() && limits.memoryBytes > 0) {
       std::string v = std::to_string(limits.memoryBytes);
@@ -342,6 +392,7 @@ class CgroupV2 final : public Cgroup {
  public:
   ~CgroupV2() override {
     if (dir_.empty()) return;
+    for (StatFile* f : {&memoryEvents_, &memoryPeak_, &memoryCurrent_, &cpuStat_}) f->close();
     Status st = killAll();
     if (!st.isOk()) SLOG_WARN("cgroup teardown: {}", st.toString());
     st = removeCgroupDir(dir_);
@@ -350,13 +401,19 @@ class CgroupV2 final : public Cgroup {
   Status addProcess(pid_t pid) override {
     return writeKnob(dir_ / "cgroup.procs", std::to_string(pid));
   }
-  bool oomKilled() const override { return readKeyed(dir_ / "memory.events", "oom_kill") > 0; }
+  bool oomKilled() const override { return parseKeyed(memoryEvents_.read(), "oom_kill") > 0; }
   int64_t memoryPeakBytes() const override {
     // memory.peak appeared in Linux 5.19; older kernels only have the current value.
-    return readInt(dir_ / (hasPeak_ ? "memory.peak" : "memory.current"));
+    return parseInt((hasPeak_ ? memoryPeak_ : memoryCurrent_).read());
   }
-  int64_t memoryCurrentBytes() const override { return readInt(dir_ / "memory.current"); }
-  int64_t cpuTimeNs() const override { return readKeyed(dir_ / "cpu.stat", "usage_usec") * 1000; }
+  int64_t memoryCurrentBytes() const override { return parseInt(memoryCurrent_.read()); }
+  int64_t cpuTimeNs() const override { return parseKeyed(cpuStat_.read(), "usage_usec") * 1000; }
+  void openStats() {
+    memoryEvents_.setPath(dir_ / "memory.events");
+    memoryPeak_.setPath(dir_ / "memory.peak");
+    memoryCurrent_.setPath(dir_ / "memory.current");
+    cpuStat_.setPath(dir_ / "cpu.stat");
+  }
   Status killAll() override {
     return killAndWait({dir_}, hasKill_ ? dir_ / "cgroup.kill" : fs::path());
   }
@@ -364,6 +421,7 @@ class CgroupV2 final : public Cgroup {
   fs::path dir_;
   bool hasKill_ = false;
   bool hasPeak_ = false;
+  StatFile memoryEvents_, memoryPeak_, memoryCurrent_, cpuStat_;
 };
 
 class CgroupV2Driver final : public CgroupDriver {
@@ -391,6 +449,7 @@ class CgroupV2Driver final : public CgroupDriver {
     std::vector<std::string> enabled = readTokens(p / "cgroup.subtree_control");
     cg->hasKill_ = pathExists(p / "cgroup.kill");
     cg->hasPeak_ = pathExists(p / "memory.peak");
+    cg->openStats();
     if (contains(enabled, "memory")) {
       if (limits.memoryBytes > 0) {
         RETURN_IF_ERROR(writeKnob(dir / "memory.max", std::to_string(limits.memoryBytes)));

@@ -320,6 +320,31 @@ TEST_F(RealV1, MemoryBombIsOomKilled) {
   EXPECT_TRUE((*cg)->killAll().isOk());
 }
 
+// Accounting keeps each stat file open and re-reads it (pread at 0): the values must be live,
+// not the first read's. Every getter is read once before anything runs in the cgroup.
+TEST_F(RealV1, AccountingRereadsLiveValues) {
+  CgroupLimits limits;
+  limits.memoryBytes = 48LL << 20;
+  limits.pidsMax = 16;
+  auto cg = driver_->create(parent_, "live", limits);
+  ASSERT_TRUE(cg.isOk()) << cg.status().toString();
+  EXPECT_FALSE((*cg)->oomKilled());
+  const int64_t cpu0 = (*cg)->cpuTimeNs();
+  const int64_t peak0 = (*cg)->memoryPeakBytes();
+  EXPECT_LT(peak0, 8LL << 20);
+  GatedChild c;
+  startGated(c, {"/usr/bin/python3", "-c",
+                 "x = sum(range(3000000))\na = []\nwhile True: a.append(' ' * (1 << 20))\n"});
+  ASSERT_TRUE((*cg)->addProcess(c.pid).isOk());
+  c.release();
+  int status = c.wait();
+  ASSERT_TRUE(WIFSIGNALED(status)) << "status " << status;
+  EXPECT_TRUE((*cg)->oomKilled());
+  EXPECT_GT((*cg)->cpuTimeNs(), cpu0 + 10'000'000) << "cpuacct.usage re-read stale";
+  EXPECT_GE((*cg)->memoryPeakBytes(), 40LL << 20) << "max_usage_in_bytes re-read stale";
+  EXPECT_TRUE((*cg)->killAll().isOk());
+}
+
 TEST_F(RealV1, KillAllKillsEveryProcess) {
   auto cg = driver_->create(parent_, "kill", {});
   ASSERT_TRUE(cg.isOk()) << cg.status().toString();
