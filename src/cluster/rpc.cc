@@ -1,9 +1,11 @@
 #include "cluster/rpc.h"
 
 #include <charconv>
+#include <functional>
+#include <vector>
 
-#include "http/http_client.h"
 #include "common/base64.h"
+#include "http/http_client.h"
 
 namespace stratus::cluster {
 namespace {
@@ -54,94 +56,143 @@ bool startsWithNoCase(std::string_view s, std::string_view prefix) {
   return true;
 }
 
+// The call's (or the function's) own headers cross as x-stratus-h-<name>.
+template <typename From, typename To>
+void addPrefixedHeaders(const From& from, To& to) {
+  for (const auto& [k, v] : from) to[std::string(kHeaderPrefix) + k] = v;
+}
+template <typename From, typename To>
+void takePrefixedHeaders(const From& from, To& to) {
+  for (const auto& [k, v] : from) {
+    if (startsWithNoCase(k, kHeaderPrefix)) to[k.substr(kHeaderPrefix.size())] = v;
+  }
+}
+
+// A Code sent as an error: anything that is not one (0 included) is kInternal.
+Code errorCodeFromWire(int64_t c) {
+  if (c <= 0 || c > static_cast<int64_t>(Code::kAborted)) return Code::kInternal;
+  return static_cast<Code>(c);
+}
+
+// One wire struct's JSON fields, listed once for both directions, so that a field is written and
+// read under the same name. A field that is absent or of another type reads as empty/zero (a
+// peer of another version may lack it); checks of required fields follow the read.
+template <typename T>
+class WireFields {
+ public:
+  WireFields& text(const char* name, std::string T::*m) {
+    return add([=](const T& v, json::object& o) { o[name] = v.*m; },
+               [=](const json::object& o, T& v) { v.*m = str(o, name); });
+  }
+  template <typename Int>
+  WireFields& integer(const char* name, Int T::*m) {
+    return add([=](const T& v, json::object& o) { o[name] = v.*m; },
+               [=](const json::object& o, T& v) { v.*m = static_cast<Int>(num(o, name)); });
+  }
+  WireFields& flag(const char* name, bool T::*m) {
+    return add([=](const T& v, json::object& o) { o[name] = v.*m; },
+               [=](const json::object& o, T& v) { v.*m = stratus::cluster::flag(o, name); });
+  }
+  // An etcd lease id: crosses as a decimal string, which every JSON reader keeps exact.
+  WireFields& decimal(const char* name, int64_t T::*m) {
+    return add([=](const T& v, json::object& o) { o[name] = std::to_string(v.*m); },
+               [=](const json::object& o, T& v) {
+                 std::string d = str(o, name);
+                 std::from_chars(d.data(), d.data() + d.size(), v.*m);
+               });
+  }
+
+  std::string toJson(const T& v) const {
+    json::object o;
+    for (const Field& f : fields_) f.put(v, o);
+    return json::serialize(o);
+  }
+  Result<T> fromJson(std::string_view text, std::string_view what) const {
+    ASSIGN_OR_RETURN(json::object o, object(text, what));
+    T v;
+    for (const Field& f : fields_) f.get(o, v);
+    return v;
+  }
+
+ private:
+  struct Field {
+    std::function<void(const T&, json::object&)> put;
+    std::function<void(const json::object&, T&)> get;
+  };
+  WireFields& add(std::function<void(const T&, json::object&)> put,
+                  std::function<void(const json::object&, T&)> get) {
+    fields_.push_back({std::move(put), std::move(get)});
+    return *this;
+  }
+  std::vector<Field> fields_;
+};
+
+const WireFields<WorkerInfo>& workerFields() {
+  static const WireFields<WorkerInfo> fields =
+      WireFields<WorkerInfo>()
+          .text("id", &WorkerInfo::id)
+          .text("zone", &WorkerInfo::zone)
+          .text("url", &WorkerInfo::url)
+          .text("blobUrl", &WorkerInfo::blobUrl)
+          .integer("memoryMb", &WorkerInfo::memoryMb)
+          .integer("cpuMillis", &WorkerInfo::cpuMillis)
+          .integer("maxInstances", &WorkerInfo::maxInstances)
+          .text("incarnation", &WorkerInfo::incarnation);
+  return fields;
+}
+
+const WireFields<LeaderInfo>& leaderFields() {
+  static const WireFields<LeaderInfo> fields = WireFields<LeaderInfo>()
+                                                   .text("id", &LeaderInfo::id)
+                                                   .text("apiUrl", &LeaderInfo::apiUrl)
+                                                   .text("rpcUrl", &LeaderInfo::rpcUrl)
+                                                   .text("blobUrl", &LeaderInfo::blobUrl)
+                                                   .decimal("epoch", &LeaderInfo::epoch);
+  return fields;
+}
+
+const WireFields<GrantedLease>& leaseFields() {
+  static const WireFields<GrantedLease> fields =
+      WireFields<GrantedLease>()
+          .text("leaseId", &GrantedLease::leaseId)
+          .text("functionKey", &GrantedLease::functionKey)
+          .text("instanceId", &GrantedLease::instanceId)
+          .text("hostId", &GrantedLease::hostId)
+          .text("workerUrl", &GrantedLease::workerUrl)
+          .integer("revision", &GrantedLease::revision)
+          .text("runtime", &GrantedLease::runtime)
+          .integer("timeoutSec", &GrantedLease::timeoutSec)
+          .flag("coldStart", &GrantedLease::coldStart)
+          .integer("initDurationUs", &GrantedLease::initDurationUs)
+          .decimal("epoch", &GrantedLease::epoch);
+  return fields;
+}
+
 }  // namespace
 
 std::string leaderKey(const std::string& prefix) { return prefix + "cluster/leader"; }
 std::string workersPrefix(const std::string& prefix) { return prefix + "cluster/workers/"; }
 std::string controllersPrefix(const std::string& prefix) { return prefix + "cluster/controllers/"; }
 
-std::string toJson(const WorkerInfo& w) {
-  json::object o;
-  o["id"] = w.id;
-  o["zone"] = w.zone;
-  o["url"] = w.url;
-  o["blobUrl"] = w.blobUrl;
-  o["memoryMb"] = w.memoryMb;
-  o["cpuMillis"] = w.cpuMillis;
-  o["maxInstances"] = w.maxInstances;
-  o["incarnation"] = w.incarnation;
-  return json::serialize(o);
-}
+std::string toJson(const WorkerInfo& w) { return workerFields().toJson(w); }
 
 Result<WorkerInfo> workerFromJson(std::string_view text) {
-  ASSIGN_OR_RETURN(json::object o, object(text, "worker info"));
-  WorkerInfo w;
-  w.id = str(o, "id");
-  w.zone = str(o, "zone");
-  w.url = str(o, "url");
-  w.blobUrl = str(o, "blobUrl");
-  w.memoryMb = num(o, "memoryMb");
-  w.cpuMillis = num(o, "cpuMillis");
-  w.maxInstances = static_cast<int>(num(o, "maxInstances"));
-  w.incarnation = str(o, "incarnation");
+  ASSIGN_OR_RETURN(WorkerInfo w, workerFields().fromJson(text, "worker info"));
   if (w.id.empty() || w.url.empty()) return invalidArgument("worker info lacks id or url");
   if (w.zone.empty()) w.zone = "default";
   return w;
 }
 
-std::string toJson(const LeaderInfo& l) {
-  json::object o;
-  o["id"] = l.id;
-  o["apiUrl"] = l.apiUrl;
-  o["rpcUrl"] = l.rpcUrl;
-  o["blobUrl"] = l.blobUrl;
-  o["epoch"] = std::to_string(l.epoch);
-  return json::serialize(o);
-}
+std::string toJson(const LeaderInfo& l) { return leaderFields().toJson(l); }
 
 Result<LeaderInfo> leaderFromJson(std::string_view text) {
-  ASSIGN_OR_RETURN(json::object o, object(text, "leader info"));
-  LeaderInfo l;
-  l.id = str(o, "id");
-  l.apiUrl = str(o, "apiUrl");
-  l.rpcUrl = str(o, "rpcUrl");
-  l.blobUrl = str(o, "blobUrl");
-  std::string epoch = str(o, "epoch");
-  std::from_chars(epoch.data(), epoch.data() + epoch.size(), l.epoch);
-  return l;
+  return leaderFields().fromJson(text, "leader info");
 }
 
-std::string toJson(const GrantedLease& l) {
-  json::object o;
-  o["leaseId"] = l.leaseId;
-  o["functionKey"] = l.functionKey;
-  o["instanceId"] = l.instanceId;
-  o["hostId"] = l.hostId;
-  o["workerUrl"] = l.workerUrl;
-  o["revision"] = l.revision;
-  o["runtime"] = l.runtime;
-  o["timeoutSec"] = l.timeoutSec;
-  o["coldStart"] = l.coldStart;
-  o["initDurationUs"] = l.initDurationUs;
-  o["epoch"] = std::to_string(l.epoch);
-  return json::serialize(o);
-}
+std::string toJson(const GrantedLease& l) { return leaseFields().toJson(l); }
 
 Result<GrantedLease> leaseFromJson(std::string_view text) {
-  ASSIGN_OR_RETURN(json::object o, object(text, "lease"));
-  GrantedLease l;
-  l.leaseId = str(o, "leaseId");
-  l.functionKey = str(o, "functionKey");
-  l.instanceId = str(o, "instanceId");
-  l.hostId = str(o, "hostId");
-  l.workerUrl = str(o, "workerUrl");
-  l.revision = num(o, "revision");
-  l.runtime = str(o, "runtime");
-  l.timeoutSec = static_cast<int>(num(o, "timeoutSec"));
-  l.coldStart = flag(o, "coldStart");
-  l.initDurationUs = num(o, "initDurationUs");
-  std::string epoch = str(o, "epoch");
-  std::from_chars(epoch.data(), epoch.data() + epoch.size(), l.epoch);
+  ASSIGN_OR_RETURN(GrantedLease l, leaseFields().fromJson(text, "lease"));
   if (l.leaseId.empty() || l.workerUrl.empty()) return invalidArgument("lease lacks id or url");
   return l;
 }
@@ -185,19 +236,16 @@ Status statusFromRpc(const Result<HttpResponse>& r, std::string_view what) {
     return Status(Code::kInternal, std::string(what) + ": HTTP " + std::to_string(r->status) +
                                        ": " + r->body.substr(0, 200));
   }
-  int64_t code = num(*o, "code");
-  if (code <= 0 || code > static_cast<int64_t>(Code::kAborted))
-    code = static_cast<int>(Code::kInternal);
   // The message is passed through untouched: a start failure the function caused carries the
   // JSON error body the caller shows.
-  return Status(static_cast<Code>(code), str(*o, "message"));
+  return Status(errorCodeFromWire(num(*o, "code")), str(*o, "message"));
 }
 
 HttpHeaders encodeInvokeRequest(const InvokeRequest& req) {
   HttpHeaders h;
   h["x-stratus-request-id"] = req.requestId;
   if (req.wantLogTail) h["x-stratus-log-tail"] = "1";
-  for (const auto& [k, v] : req.headers) h[std::string(kHeaderPrefix) + k] = v;
+  addPrefixedHeaders(req.headers, h);
   h["Content-Type"] = "application/octet-stream";
   return h;
 }
@@ -206,9 +254,7 @@ InvokeRequest decodeInvokeRequest(const HttpRequest& http) {
   InvokeRequest req;
   if (auto id = http.header("x-stratus-request-id")) req.requestId = std::string(*id);
   req.wantLogTail = http.header("x-stratus-log-tail").has_value();
-  for (const auto& [k, v] : http.headers) {
-    if (startsWithNoCase(k, kHeaderPrefix)) req.headers[k.substr(kHeaderPrefix.size())] = v;
-  }
+  takePrefixedHeaders(http.headers, req.headers);
   req.payload = http.body;
   return req;
 }
@@ -224,7 +270,7 @@ HttpResponse encodeInvokeResult(const InvokeResult& r) {
   http.headers["x-stratus-memory-peak"] = std::to_string(r.memoryPeakBytes);
   if (!r.logTail.empty()) http.headers["x-stratus-log-tail"] = base64Encode(r.logTail);
   if (!r.instanceId.empty()) http.headers["x-stratus-instance-id"] = r.instanceId;
-  for (const auto& [k, v] : r.headers) http.headers[std::string(kHeaderPrefix) + k] = v;
+  addPrefixedHeaders(r.headers, http.headers);
   http.headers["Content-Type"] = "application/octet-stream";
   http.body = r.body;
   return http;
@@ -240,10 +286,8 @@ InvokeResult decodeInvokeResult(const HttpResponse& http) {
     return r;
   }
   int64_t c = headerInt(http.headers, "x-stratus-code");
-  if (c != 0) {
-    if (c < 0 || c > static_cast<int64_t>(Code::kAborted)) c = static_cast<int>(Code::kInternal);
-    r.status = Status(static_cast<Code>(c), headerBase64(http.headers, "x-stratus-message"));
-  }
+  if (c != 0)
+    r.status = Status(errorCodeFromWire(c), headerBase64(http.headers, "x-stratus-message"));
   r.functionError =
       static_cast<FunctionErrorKind>(headerInt(http.headers, "x-stratus-function-error"));
   r.httpStatus = static_cast<int>(headerInt(http.headers, "x-stratus-http-status"));
@@ -255,9 +299,7 @@ InvokeResult decodeInvokeResult(const HttpResponse& http) {
   if (auto it = http.headers.find("x-stratus-instance-id"); it != http.headers.end()) {
     r.instanceId = it->second;
   }
-  for (const auto& [k, v] : http.headers) {
-    if (startsWithNoCase(k, kHeaderPrefix)) r.headers[k.substr(kHeaderPrefix.size())] = v;
-  }
+  takePrefixedHeaders(http.headers, r.headers);
   r.body = http.body;
   return r;
 }
