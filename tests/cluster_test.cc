@@ -14,12 +14,12 @@
 #include <map>
 #include <thread>
 
-#include "http/http_client.h"
 #include "cluster/etcd_client.h"
 #include "cluster/testing.h"
 #include "common/base64.h"
 #include "common/fs.h"
 #include "common/json.h"
+#include "http/http_client.h"
 #include "tests/e2e_util.h"
 
 namespace stratus {

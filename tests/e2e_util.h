@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "http/http_client.h"
 #include "common/status.h"
+#include "http/http_client.h"
 
 namespace stratus::e2e {
 

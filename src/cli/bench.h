@@ -17,8 +17,8 @@
 #include <optional>
 #include <string>
 
-#include "http/http_client.h"
 #include "common/status.h"
+#include "http/http_client.h"
 
 namespace stratus {
 

@@ -24,11 +24,11 @@
 #include <vector>
 
 #include "cli/client_commands.h"
-#include "http/http_client.h"
 #include "codepack/zip_writer.h"
 #include "common/fs.h"
 #include "common/ids.h"
 #include "common/json.h"
+#include "http/http_client.h"
 #include "sandbox/process_sandbox.h"
 
 extern char** environ;

@@ -12,10 +12,10 @@
 #include <iostream>
 #include <memory>
 
-#include "http/http_client.h"
 #include "codepack/zip_writer.h"
 #include "common/base64.h"
 #include "common/fs.h"
+#include "http/http_client.h"
 
 namespace stratus {
 

@@ -6,10 +6,10 @@
 #include <set>
 
 #include "api/api.h"
-#include "http/http_client.h"
 #include "common/base64.h"
 #include "common/ids.h"
 #include "common/log.h"
+#include "http/http_client.h"
 
 namespace stratus {
 namespace {

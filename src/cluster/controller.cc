@@ -2,9 +2,9 @@
 
 #include <climits>
 
-#include "http/http_client.h"
 #include "common/ids.h"
 #include "common/log.h"
+#include "http/http_client.h"
 
 namespace stratus {
 namespace {

@@ -2,9 +2,9 @@
 
 #include <charconv>
 
-#include "http/http_client.h"
 #include "common/base64.h"
 #include "common/json.h"
+#include "http/http_client.h"
 
 namespace stratus {
 namespace {

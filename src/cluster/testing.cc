@@ -9,9 +9,9 @@
 
 #include <thread>
 
-#include "http/http_client.h"
 #include "common/fs.h"
 #include "common/unique_fd.h"
+#include "http/http_client.h"
 
 namespace stratus::testing {
 

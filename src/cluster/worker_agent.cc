@@ -1,8 +1,8 @@
 #include "cluster/worker_agent.h"
 
-#include "http/http_client.h"
 #include "common/ids.h"
 #include "common/log.h"
+#include "http/http_client.h"
 
 namespace stratus {
 namespace {

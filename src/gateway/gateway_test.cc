@@ -9,8 +9,8 @@
 #include <mutex>
 #include <thread>
 
-#include "http/http_client.h"
 #include "common/fs.h"
+#include "http/http_client.h"
 #include "store/sqlite_store.h"
 
 namespace stratus {

@@ -16,8 +16,8 @@
 #include <mutex>
 #include <thread>
 
-#include "http/http_client.h"
 #include "common/unique_fd.h"
+#include "http/http_client.h"
 
 namespace stratus {
 namespace {
