@@ -25,25 +25,6 @@ using Clock = std::chrono::steady_clock;
 
 size_t countLines(const std::string& s) { return std::count(s.begin(), s.end(), '\n'); }
 
-// Reads fd until `want` appears, EOF, or the deadline.
-std::string readUntil(int fd, const std::string& want,
-                      std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
-  std::string out;
-  auto deadline = Clock::now() + timeout;
-  while (want.empty() || out.find(want) == std::string::npos) {
-    int left = static_cast<int>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
-    if (left <= 0) break;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, left) <= 0) continue;
-    char buf[4096];
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
-}
-
 class CodeMountTest : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -53,12 +53,13 @@ inline int msLeft(std::chrono::steady_clock::time_point deadline) {
                               .count());
 }
 
-// Reads from fd until EOF or the deadline; the sandboxed command holds the write end.
-inline std::string readUntilEof(int fd,
-                                std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+// Reads from fd until `want` appears (never, when empty), EOF, or the deadline; the sandboxed
+// command holds the write end.
+inline std::string readUntil(int fd, const std::string& want,
+                             std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
   std::string out;
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
+  while (want.empty() || out.find(want) == std::string::npos) {
     int left = msLeft(deadline);
     if (left <= 0) break;
     pollfd p{fd, POLLIN, 0};
@@ -69,6 +70,11 @@ inline std::string readUntilEof(int fd,
     out.append(buf, static_cast<size_t>(n));
   }
   return out;
+}
+
+inline std::string readUntilEof(int fd,
+                                std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+  return readUntil(fd, "", timeout);
 }
 
 // Waits (on the pidfd, no sleeping) for the sandbox's init to exit and returns its exit info.
