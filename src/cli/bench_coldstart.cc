@@ -574,6 +574,7 @@ struct DensityOptions {
   std::string runtime = "python3";
   int startThreads = 4;
   int64_t minFreeMb = 3072;  // stop starting instances below this much available host memory
+  bool templates = true;     // false: the server runs with --no-templates (exec'd runtimes)
 };
 
 int64_t memAvailableKb() {
@@ -620,7 +621,9 @@ int runDensity(const DensityOptions& o) {
   std::printf("stratus bench density: %d idle %s instances (one hello function each)\n",
               o.instances, o.runtime.c_str());
   const int64_t availBefore = memAvailableKb();
-  auto server = BenchServer::start({"--keep-alive", "3600"});
+  std::vector<std::string> serverArgs = {"--keep-alive", "3600"};
+  if (!o.templates) serverArgs.push_back("--no-templates");
+  auto server = BenchServer::start(serverArgs);
   if (!server.isOk()) {
     std::fprintf(stderr, "start server: %s\n", server.status().toString().c_str());
     return 1;
@@ -757,6 +760,8 @@ void addColdStartBenchCommands(CLI::App& bench) {
       bench.add_subcommand("density", "Idle instances per host: PSS, host memory, warm latency");
   d->add_option("-n,--instances", de->instances, "Idle instances to start")->capture_default_str();
   d->add_option("--runtime", de->runtime, "python3 or nodejs")->capture_default_str();
+  d->add_flag("!--no-templates", de->templates,
+              "Server with --no-templates: runtimes exec'd in their sandbox (the comparison)");
   d->add_option("--start-threads", de->startThreads, "Concurrent cold starts while filling")
       ->capture_default_str();
   d->add_option("--min-free-mb", de->minFreeMb,
