@@ -105,8 +105,13 @@ function becomeRuntime({ req, pid }) {
   exitThroughUnderscoreExit();
   // Math.random: V8 seeds a context's generator on first use from the isolate's generator, whose
   // state every child shares with the template. A seed of its own for each runtime (read when the
-  // context's state is still unseeded, which the template guarantees by never calling it).
-  require('v8').setFlagsFromString(`--random-seed=${addon.random32()}`);
+  // context's state is still unseeded, which the template guarantees by never calling it), used
+  // once and reset: isolates made later (worker_threads) then seed themselves from the kernel as
+  // usual instead of repeating this sequence.
+  const v8 = require('v8');
+  v8.setFlagsFromString(`--random-seed=${addon.random32()}`);
+  Math.random();
+  v8.setFlagsFromString('--random-seed=0');
   if (Array.isArray(req.argv) && req.argv.length > 0) {
     // A script instead of the runtime (the escape probe): run it as node's main module.
     process.argv = [process.execPath, path.resolve(String(req.argv[0])),
