@@ -4,9 +4,10 @@
 // so it is done here, in C, in one call: spawn() forks the template's child chain and returns
 // only in the template (with the answer for the worker) and in the new runtime (with {child}).
 //
-// Exports: recv(fd) -> {msg, fds} | null (EOF); send(fd, string); spawn(req) -> {pid} | {error}
-// | {child: true, pid}; exit(code) (_exit: a forked node must never run node's own exit path,
-// which joins V8 platform threads that exist only in the template); getpid().
+// Exports: takeOverWorkerTasks() (first); recv(fd) -> {msg, fds} | null (EOF); send(fd, string);
+// spawn(req) -> {pid} | {error} | {child: true, pid}; exit(code) (_exit: a forked node must never
+// run node's own exit path, which joins V8 platform threads that exist only in the template);
+// getpid(); random32(); tieToParent(); close(fd).
 //
 // No node headers are needed: the handful of N-API functions used are declared below (N-API is
 // a stable C ABI, exported by the node binary), plus libuv's uv_loop_fork. The module registers
@@ -450,18 +451,21 @@ bool becomeSandboxed(const Request& r, int keep, int maxFd, struct uv_loop_s* lo
   return true;
 }
 
-// ---- V8's worker-thread tasks in a forked runtime ----------------------------------------------
+// ---- V8's worker-thread tasks -------------------------------------------------------------------
 //
 // fork() keeps only the calling thread: node's platform worker threads exist in the template only.
 // --single-threaded keeps V8 from relying on them, with one exception in V8 11.3 (node 20): every
 // full GC posts a ParallelClearingJob (string table clearing) whose worker task nobody runs in
-// the child. The job itself completes (the main thread joins it), but node counts the task as
+// a child. The job itself completes (the main thread joins it), but node counts the task as
 // outstanding, and NodePlatform::DrainTasks -- at the end of the event loop and in every
 // worker_threads Worker's teardown -- waits for that count to reach zero: forever (seen: a Worker
-// that ends after a full GC never emits 'exit'). So in a forked runtime, tasks V8 hands to
-// NodePlatform::CallOnWorkerThread / CallDelayedOnWorkerThread go to a thread of this process
+// that ends after a full GC never emits 'exit'). So tasks V8 hands to
+// NodePlatform::CallOnWorkerThread / CallDelayedOnWorkerThread go to a thread of this addon
 // instead: the two slots of NodePlatform's vtable (exported by node, like both methods) are
-// pointed at the functions below, in the child's private copy of that page.
+// pointed at the functions below, once, in the template, before it ever forks; node's own queue
+// then stays empty, so no child inherits a count it cannot drain (even for a task the template
+// had not run yet when it forked). Each child starts the addon's pool afresh (resetPoolAfterFork):
+// the template's pending tasks stay the template's.
 
 constexpr const char* kVtableSym = "_ZTVN4node12NodePlatformE";
 constexpr const char* kCallSym =
@@ -491,6 +495,7 @@ const char* findPlatformSlots(PlatformSlots* out) {
 }
 
 PlatformSlots gSlots;
+bool gTookOver = false;
 
 struct PoolTask {
   void* task;    // a v8::Task*, owned
@@ -576,40 +581,55 @@ void enqueue(void* task, double delaySeconds) {
 
 // The replacements. std::unique_ptr<v8::Task> is passed by invisible reference (Itanium ABI) and
 // destroyed by the caller: take the pointer and leave null behind.
-void childCallOnWorkerThread(void* /*self*/, void** holder) {
+void poolCallOnWorkerThread(void* /*self*/, void** holder) {
   void* task = *holder;
   *holder = nullptr;
   if (task) enqueue(task, 0);
 }
 
-void childCallDelayedOnWorkerThread(void* /*self*/, void** holder, double delaySeconds) {
+void poolCallDelayedOnWorkerThread(void* /*self*/, void** holder, double delaySeconds) {
   void* task = *holder;
   *holder = nullptr;
   if (task) enqueue(task, delaySeconds);
 }
 
-// In G2, before anything runs JS: points the slots at the replacements.
-bool redirectWorkerTasks(Err* e) {
+void initPoolCondition() {
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&gPoolCv, &ca);
   pthread_condattr_destroy(&ca);
+}
+
+// In the template, once: finds the slots and points them at the replacements. Null, or why this
+// node cannot be templated.
+const char* takeOverWorkerTasks() {
+  if (const char* why = findPlatformSlots(&gSlots)) return why;
+  initPoolCondition();
   const long page = sysconf(_SC_PAGESIZE);
   void** const slots[] = {gSlots.call, gSlots.delayed};
   for (void** slot : slots) {
     auto start = reinterpret_cast<uintptr_t>(slot) & ~static_cast<uintptr_t>(page - 1);
     if (mprotect(reinterpret_cast<void*>(start), static_cast<size_t>(page),
                  PROT_READ | PROT_WRITE) != 0) {
-      return setErr(e, "make NodePlatform's vtable writable"), false;
+      return "cannot make NodePlatform's vtable writable";
     }
-    *slot = slot == gSlots.call ? reinterpret_cast<void*>(&childCallOnWorkerThread)
-                                : reinterpret_cast<void*>(&childCallDelayedOnWorkerThread);
+    *slot = slot == gSlots.call ? reinterpret_cast<void*>(&poolCallOnWorkerThread)
+                                : reinterpret_cast<void*>(&poolCallDelayedOnWorkerThread);
     if (mprotect(reinterpret_cast<void*>(start), static_cast<size_t>(page), PROT_READ) != 0) {
-      return setErr(e, "restore NodePlatform's vtable"), false;
+      return "cannot restore NodePlatform's vtable";
     }
   }
-  return true;
+  return nullptr;
+}
+
+// In G2: the pool thread is the template's, and its lock may have been held at the fork.
+void resetPoolAfterFork() {
+  pthread_mutex_init(&gPoolMu, nullptr);
+  initPoolCondition();
+  gPool = nullptr;  // the template's pending tasks: its own to run, never this process's
+  gPoolLen = gPoolCap = 0;
+  gPoolThread = false;
 }
 
 // ---- C: the template's child --------------------------------------------------------------------
@@ -697,7 +717,8 @@ bool runIntermediate(const Request& r, int report, pid_t template_, struct uv_lo
       _exit(127);
     }
     close(cred[1]);
-    if (!redirectWorkerTasks(&e) || !becomeSandboxed(r, errPipe[1], maxFd, loop, &e)) {
+    resetPoolAfterFork();
+    if (!becomeSandboxed(r, errPipe[1], maxFd, loop, &e)) {
       writeAll(errPipe[1], e.text, strlen(e.text));
       _exit(127);
     }
@@ -916,9 +937,10 @@ napi_value jsRandom32(napi_env env, napi_callback_info info) {
   return v;
 }
 
-// checkPlatform(): null, or why this node cannot be templated (see redirectWorkerTasks).
-napi_value jsCheckPlatform(napi_env env, napi_callback_info info) {
-  if (const char* why = findPlatformSlots(&gSlots)) return makeString(env, why);
+// takeOverWorkerTasks(): null, or why this node cannot be templated (see takeOverWorkerTasks).
+napi_value jsTakeOverWorkerTasks(napi_env env, napi_callback_info info) {
+  if (const char* why = takeOverWorkerTasks()) return makeString(env, why);
+  gTookOver = true;
   napi_value null;
   napi_get_null(env, &null);
   return null;
@@ -948,8 +970,8 @@ napi_value jsSpawn(napi_env env, napi_callback_info info) {
     napi_set_named_property(env, out, "error", makeString(env, bad));
     return out;
   }
-  if (!gSlots.call || !gSlots.delayed) {
-    napi_set_named_property(env, out, "error", makeString(env, "checkPlatform() first"));
+  if (!gTookOver) {
+    napi_set_named_property(env, out, "error", makeString(env, "takeOverWorkerTasks() first"));
     return out;
   }
   struct uv_loop_s* loop = nullptr;
@@ -1029,9 +1051,10 @@ __attribute__((visibility("default"))) napi_value napi_register_module_v1(napi_e
   struct {
     const char* name;
     napi_callback cb;
-  } fns[] = {{"recv", jsRecv},   {"send", jsSend},         {"close", jsClose},
-             {"exit", jsExit},   {"getpid", jsGetpid},     {"tieToParent", jsTieToParent},
-             {"spawn", jsSpawn}, {"random32", jsRandom32}, {"checkPlatform", jsCheckPlatform}};
+  } fns[] = {
+      {"recv", jsRecv},   {"send", jsSend},         {"close", jsClose},
+      {"exit", jsExit},   {"getpid", jsGetpid},     {"tieToParent", jsTieToParent},
+      {"spawn", jsSpawn}, {"random32", jsRandom32}, {"takeOverWorkerTasks", jsTakeOverWorkerTasks}};
   for (const auto& f : fns) {
     napi_value fn;
     if (napi_create_function(env, f.name, static_cast<size_t>(-1), f.cb, nullptr, &fn) != 0 ||

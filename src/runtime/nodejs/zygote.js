@@ -28,7 +28,8 @@ const CONTROL_FD = 3;
 const addon = require(path.join(__dirname, 'stratus_fork.node'));
 if (!addon.tieToParent()) addon.exit(1);  // the worker is already gone
 {
-  const why = addon.checkPlatform();
+  // V8's worker-thread tasks go to the addon's thread from now on (fork_addon.cc says why).
+  const why = addon.takeOverWorkerTasks();
   if (why !== null) throw new Error(`this node cannot be templated: ${why}`);
 }
 const bootstrap = require('./bootstrap.js');
