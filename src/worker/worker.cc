@@ -22,6 +22,7 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -317,6 +318,7 @@ struct Created {
   TimePoint createdAt;
   UniqueFd runtimePidFd;  // templated
   bool templated = false;
+  bool templateUnusable = false;  // failed because the runtime's template cannot work here
 };
 
 }  // namespace
@@ -704,6 +706,14 @@ class Worker::Impl {
     inst->codeDir = codeDir;  // read on the loop only after onCreated (posted below)
     auto created = std::make_shared<Created>();
     created->status = prepareAndCreate(*inst, codeDir, *created);
+    if (!created->status.isOk() && created->templateUnusable) {
+      // The runtime's template cannot work on this host (templatesOff_ now says so): this
+      // instance, and every later one of the runtime, starts exec'd instead.
+      created->sandbox.reset();
+      (void)removeTree(inst->dir);
+      created = std::make_shared<Created>();
+      created->status = prepareAndCreate(*inst, codeDir, *created);
+    }
     if (!created->status.isOk()) {
       created->sandbox.reset();
       (void)removeTree(inst->dir);
@@ -769,7 +779,7 @@ class Worker::Impl {
     spec.stderrFd = errW.get();
     const bool templated = options_.templates &&
                            (fn.runtime == "python3" || fn.runtime == "nodejs") &&
-                           (inst.blank || poolable(fn));
+                           !templatesOff_.count(fn.runtime) && (inst.blank || poolable(fn));
     std::vector<std::string> runtimeEnv;
     std::vector<std::string> templateFlags;  // nodejs: the interpreter flags of commandFor()
     if (templated) {
@@ -815,14 +825,27 @@ class Worker::Impl {
                      ? Zygote::startNode(options_.runtimeAssetsDir / "nodejs" / "zygote.js",
                                          templateFlags)
                      : Zygote::startPython(options_.runtimeAssetsDir / "python3" / "zygote.py");
-        if (!z.isOk()) return z.status().withContext("instance " + inst.id);
+        if (!z.isOk()) return templateUnusable(fn.runtime, z.status(), inst, out);
         *zygote = std::move(z).value();
       }
       auto pid = (*zygote)->spawnInto(out.sandbox->pid(), outW.get(), errW.get(), runtimeEnv);
       if (!pid.isOk()) {
+        // A template that died before it ever forked a runtime here will not start to (e.g. the
+        // nodejs template refuses a node build without the symbols it needs): exec from now on.
+        // (Other errors -- a sandbox stopped mid-start, a fork refused inside it -- leave the
+        // template alive and say nothing about it.)
+        const Status& st = pid.status();
+        const bool templateGone = st.code() == Code::kUnavailable ||
+                                  st.code() == Code::kDeadlineExceeded || st.sysErrno() == EPIPE ||
+                                  st.sysErrno() == ECONNRESET;
+        if (templateGone && !templatesServed_.count(fn.runtime)) {
+          zygote->reset();
+          return templateUnusable(fn.runtime, pid.status(), inst, out);
+        }
         if (pid.status().code() == Code::kUnavailable) zygote->reset();  // restart next time
         return pid.status().withContext("instance " + inst.id);
       }
+      templatesServed_.insert(fn.runtime);
       int pfd = static_cast<int>(::syscall(SYS_pidfd_open, *pid, 0));
       if (pfd < 0) return Status::fromErrno(errno, "pidfd_open for the runtime of " + inst.id);
       out.runtimePidFd.reset(pfd);
@@ -832,6 +855,15 @@ class Worker::Impl {
     out.outPipe = std::move(outR);
     out.errPipe = std::move(errR);
     return Status::ok();
+  }
+
+  Status templateUnusable(const std::string& runtime, const Status& cause, const Instance& inst,
+                          Created& out) {
+    templatesOff_.insert(runtime);
+    out.templateUnusable = true;
+    SLOG_WARN("worker: {} templates are off on this host, instances start exec'd: {}", runtime,
+              cause.toString());
+    return cause.withContext("instance " + inst.id);
   }
 
   Result<std::shared_ptr<LogSink>> logSinkFor(const FunctionSpec& fn) {
@@ -1797,6 +1829,9 @@ class Worker::Impl {
   // flag set, the kMaxNodeTemplates most recently used (least recent first in nodeZygoteUse_).
   std::unique_ptr<Zygote> pyZygote_;
   std::map<std::string, std::unique_ptr<Zygote>> nodeZygotes_;
+  // Spawner thread only: runtimes whose template has forked a runtime at least once, and those
+  // whose template proved unusable on this host before it ever did (exec'd from then on).
+  std::set<std::string> templatesServed_, templatesOff_;
   std::list<std::string> nodeZygoteUse_;
   EventLoop::TimerId poolTimer_ = 0;
   WarmPoolStats stats_;

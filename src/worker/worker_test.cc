@@ -1142,6 +1142,35 @@ TEST_F(WorkerTest, TemplatedNodeIsConfinedAndReportsExitsLikeAnExecdOne) {
   }
 }
 
+// A template that cannot work on this host (here: the nodejs template script exits at once, as
+// the real one does on a node build without the symbols it patches) turns templates off for
+// that runtime: the first instance and every later one start exec'd and work.
+TEST_F(WorkerTest, UnusableTemplateFallsBackToExecdRuntimes) {
+  {
+    std::ofstream(tmp_ / "assets" / "nodejs" / "zygote.js", std::ios::trunc)
+        << "process.stderr.write('no usable node here');\nprocess.exit(1);\n";
+  }
+  makeWorker(WorkerOptions().startBudget, {}, /*templates=*/true);
+  auto code = writeCode({{"index.js", "exports.handler = async () => ({ pid: process.pid });\n"}});
+  for (int i = 0; i < 2; ++i) {
+    const std::string id = "nofork-" + std::to_string(i);
+    auto ready = start(id, makeFn("nodejs"), code);
+    ASSERT_TRUE(ready.isOk()) << ready.status().toString();
+    auto r = invoke(id, "{}");
+    EXPECT_EQ(r.functionError, FunctionErrorKind::kNone) << r.body;
+    // Exec'd: node runs as the sandbox's own command, no placeholder holds the sandbox open.
+    bool placeholder = false, node = false;
+    for (pid_t p : pidsOf(id)) {
+      auto comm = readFile("/proc/" + std::to_string(p) + "/comm");
+      if (!comm.isOk()) continue;
+      placeholder = placeholder || comm->starts_with("sleep");
+      node = node || comm->starts_with("node");
+    }
+    EXPECT_TRUE(node);
+    EXPECT_FALSE(placeholder) << "instance " << id << " is templated";
+  }
+}
+
 // Not a benchmark (that is `stratus bench`), but prints the cold-start figures for the report and
 // checks that initDurationUs is consistent with what the caller observes.
 TEST_F(WorkerTest, ColdStartTimes) {
