@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -43,21 +44,26 @@ Result<std::pair<std::string, uint16_t>> parseListen(const std::string& listen) 
   return std::make_pair(host, static_cast<uint16_t>(port));
 }
 
-// Kills python3 template processes a SIGKILLed predecessor on this data dir left running: their
+// Kills runtime template processes (python3, nodejs) a SIGKILLed predecessor on this data dir left running: their
 // command line names this data dir's runtime assets. Defence in depth: the template and its
 // helpers carry PR_SET_PDEATHSIG, and the helper that once hung on a runtime that never reported
 // its pid (and so outlived the server) waits on a pipe's EOF now (zygote.py, zygote_test).
 void killStaleTemplates(const std::filesystem::path& runtimeDir) {
-  const std::string needle = (runtimeDir / "python3" / "zygote.py").string();
+  const std::string needles[] = {(runtimeDir / "python3" / "zygote.py").string(),
+                                  (runtimeDir / "nodejs" / "zygote.js").string()};
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string name = entry.path().filename().string();
     if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
     auto cmdline = readFile(entry.path() / "cmdline");
-    if (!cmdline.isOk() || cmdline->find(needle) == std::string::npos) continue;
+    if (!cmdline.isOk()) continue;
+    const bool stale = std::any_of(std::begin(needles), std::end(needles), [&](const auto& n) {
+      return cmdline->find(n) != std::string::npos;
+    });
+    if (!stale) continue;
     const pid_t pid = static_cast<pid_t>(std::stol(name));
     if (pid == getpid()) continue;
-    SLOG_WARN("killing stale python3 template {} left by an earlier run", pid);
+    SLOG_WARN("killing stale runtime template {} left by an earlier run", pid);
     ::kill(pid, SIGKILL);
   }
 }
@@ -177,7 +183,7 @@ void addUpCommand(CLI::App& app) {
   up->add_flag("!--no-pool", options->pool,
                "Start every instance cold: no warm pool of pre-started python3/nodejs sandboxes");
   up->add_flag("!--no-templates", options->templates,
-               "Start python3 runtimes by exec instead of forking them from a template process");
+               "Start python3/nodejs runtimes by exec instead of forking them from a template process");
   up->add_option("--pool-max", options->poolMaxPerKey,
                  "Most blank sandboxes kept per (runtime, memory size)")
       ->capture_default_str();
