@@ -13,12 +13,12 @@
 
 #include <chrono>
 #include <filesystem>
-#include <random>
 #include <sstream>
 #include <thread>
 
 #include "common/fs.h"
 #include "sandbox/process_sandbox.h"
+#include "sandbox/sandbox_test_util.h"
 
 #ifndef STRATUS_PYTHON_ZYGOTE
 #error "STRATUS_PYTHON_ZYGOTE must name src/runtime/python3/zygote.py"
@@ -29,13 +29,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using SteadyClock = std::chrono::steady_clock;
-
-std::string randomHex() {
-  std::random_device rd;
-  std::ostringstream o;
-  o << std::hex << rd() << rd();
-  return o.str();
-}
 
 // Every process whose command line names the template script and whose parent is `ppid`.
 std::vector<pid_t> templateProcessesWithParent(pid_t ppid) {
@@ -63,14 +56,8 @@ class ZygoteTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (namespaces, cgroups)";
-    tmp_ = fs::temp_directory_path() / ("stratus-zygote-test-" + randomHex());
-    fs::create_directories(tmp_ / "state");
-    ProcessSandboxOptions o;
-    o.stateDir = tmp_ / "state";
-    o.cgroupParent = "stratus-zygote-test-" + randomHex();
-    auto b = ProcessSandboxBackend::create(o);
-    ASSERT_TRUE(b.isOk()) << b.status().toString();
-    backend_ = std::move(b).value();
+    ASSERT_NO_FATAL_FAILURE(
+        sandbox_test::setUpSandboxHost("stratus-zygote-test-", tmp_, code_, parent_, backend_));
   }
   void TearDown() override {
     backend_.reset();
@@ -81,7 +68,7 @@ class ZygoteTest : public ::testing::Test {
   // A sandbox holding `sleep infinity`, as the worker creates for a templated runtime.
   std::unique_ptr<Sandbox> holder(int64_t pidsMax) {
     SandboxSpec s;
-    s.id = "zt-" + randomHex().substr(0, 12);
+    s.id = "zt-" + sandbox_test::randomHex().substr(0, 12);
     s.argv = {"/usr/bin/sleep", "infinity"};
     s.env = {"PATH=/usr/bin:/bin"};
     s.pidsMax = pidsMax;
@@ -90,7 +77,8 @@ class ZygoteTest : public ::testing::Test {
     return sb.isOk() ? std::move(sb).value() : nullptr;
   }
 
-  fs::path tmp_;
+  fs::path tmp_, code_;
+  std::string parent_;
   std::unique_ptr<ProcessSandboxBackend> backend_;
 };
 
