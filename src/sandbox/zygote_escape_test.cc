@@ -33,6 +33,23 @@ void endWithProcess(pid_t pid, pid_t initPid) {
   }).detach();
 }
 
+// The sandbox for s, made as the worker makes a templated one: created holding a placeholder,
+// then `script` (argv for the template's child) forked into it from the template.
+Result<std::unique_ptr<Sandbox>> createAndSpawn(Zygote& zygote, ProcessSandboxBackend& b,
+                                                const SandboxSpec& s,
+                                                const std::vector<std::string>& script) {
+  SandboxSpec holder = s;
+  holder.argv = {"/usr/bin/sleep", "infinity"};
+  holder.stdoutFd = -1;
+  holder.stderrFd = -1;
+  ASSIGN_OR_RETURN(std::unique_ptr<Sandbox> sb, b.create(holder));
+  std::vector<std::string> env = s.env;
+  env.push_back("PATH=/usr/local/bin:/usr/bin:/bin");
+  ASSIGN_OR_RETURN(pid_t pid, zygote.spawnInto(sb->pid(), s.stdoutFd, s.stderrFd, env, script));
+  endWithProcess(pid, sb->pid());
+  return sb;
+}
+
 const SandboxCreationPath kTemplated{
     "templated",
     [](ProcessSandboxBackend& b, const SandboxSpec& s) -> Result<std::unique_ptr<Sandbox>> {
@@ -41,19 +58,8 @@ const SandboxCreationPath kTemplated{
       if (!zygote) {
         ASSIGN_OR_RETURN(zygote, Zygote::startPython(STRATUS_PYTHON_ZYGOTE));
       }
-      SandboxSpec holder = s;
-      holder.argv = {"/usr/bin/sleep", "infinity"};
-      holder.stdoutFd = -1;
-      holder.stderrFd = -1;
-      ASSIGN_OR_RETURN(std::unique_ptr<Sandbox> sb, b.create(holder));
       // s.argv is {"/usr/bin/python3", script, args...}: the template runs the script itself.
-      std::vector<std::string> script(s.argv.begin() + 1, s.argv.end());
-      std::vector<std::string> env = s.env;
-      env.push_back("PATH=/usr/local/bin:/usr/bin:/bin");
-      ASSIGN_OR_RETURN(pid_t pid,
-                       zygote->spawnInto(sb->pid(), s.stdoutFd, s.stderrFd, env, script));
-      endWithProcess(pid, sb->pid());
-      return sb;
+      return createAndSpawn(*zygote, b, s, {s.argv.begin() + 1, s.argv.end()});
     }};
 
 INSTANTIATE_TEST_SUITE_P(Templated, SandboxEscapeTest,
@@ -88,21 +94,11 @@ const SandboxCreationPath kNodeTemplated{
       std::stringstream shim;
       shim << in.rdbuf();
       RETURN_IF_ERROR(writeFileAtomic(s.codeDir / "node_escape_shim.js", shim.str(), 0644));
-      SandboxSpec holder = s;
-      holder.argv = {"/usr/bin/sleep", "infinity"};
-      holder.stdoutFd = -1;
-      holder.stderrFd = -1;
-      ASSIGN_OR_RETURN(std::unique_ptr<Sandbox> sb, b.create(holder));
       // s.argv is {"/usr/bin/python3", script, args...}: the forked node runs the shim, which
       // runs the script.
       std::vector<std::string> script = {"/code/node_escape_shim.js"};
       script.insert(script.end(), s.argv.begin() + 1, s.argv.end());
-      std::vector<std::string> env = s.env;
-      env.push_back("PATH=/usr/local/bin:/usr/bin:/bin");
-      ASSIGN_OR_RETURN(pid_t pid,
-                       zygote->spawnInto(sb->pid(), s.stdoutFd, s.stderrFd, env, script));
-      endWithProcess(pid, sb->pid());
-      return sb;
+      return createAndSpawn(*zygote, b, s, script);
     }};
 
 INSTANTIATE_TEST_SUITE_P(NodeTemplated, SandboxEscapeTest,
