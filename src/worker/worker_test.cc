@@ -52,6 +52,10 @@ std::string str(const json::object& o, std::string_view key) {
   return v && v->is_string() ? std::string(v->as_string()) : std::string();
 }
 
+// The fields of /proc/<pid>/status that say how confined a process is (defined with the template
+// tests below).
+std::map<std::string, std::string> confinement(pid_t pid);
+
 class WorkerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -110,6 +114,59 @@ class WorkerTest : public ::testing::Test {
       ::chmod((dir / name).c_str(), mode);
     }
     return dir;
+  }
+
+  // The host pids of instance id's placeholder command (sleep) and of its runtime (comm starts
+  // with runtimeComm); -1 where absent.
+  std::pair<pid_t, pid_t> placeholderAndRuntime(const std::string& id,
+                                                const std::string& runtimeComm) {
+    pid_t placeholder = -1, runtimePid = -1;
+    for (pid_t p : pidsOf(id)) {
+      auto comm = readFile("/proc/" + std::to_string(p) + "/comm");
+      if (!comm.isOk()) continue;
+      if (comm->starts_with("sleep")) placeholder = p;
+      if (comm->starts_with(runtimeComm) && runtimePid < 0) runtimePid = p;
+    }
+    return {placeholder, runtimePid};
+  }
+
+  // Four templated instances of fn (code: the pool probe) start with fresh module state, see
+  // their own function, and the first one's runtime is confined exactly like its sandbox's
+  // placeholder command. Returns that confinement.
+  std::map<std::string, std::string> expectTemplatedStartsAreFreshAndConfined(
+      const std::string& idPrefix, const FunctionSpec& fn, const fs::path& code,
+      const std::string& runtimeComm) {
+    std::vector<double> ms;
+    for (int i = 0; i < 4; ++i) {
+      const std::string id = idPrefix + std::to_string(i);
+      const auto t0 = std::chrono::steady_clock::now();
+      auto ready = start(id, fn, code);
+      ms.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      EXPECT_TRUE(ready.isOk()) << ready.status().toString();
+      if (!ready.isOk()) return {};
+      auto r = invoke(id, "{}");
+      EXPECT_EQ(r.functionError, FunctionErrorKind::kNone) << r.body;
+      auto body = parseObject(r.body);
+      EXPECT_EQ(str(body, "data"), "tpl");
+      EXPECT_EQ(str(body, "env"), "templated");
+      EXPECT_EQ(str(body, "fc"), fn.name);
+      EXPECT_EQ(str(body, "cwd"), "/code");
+      EXPECT_EQ(body["calls"], json::value(1)) << "module state starts fresh in every instance";
+      EXPECT_EQ(body["leak"], json::value(false));
+    }
+    std::printf(
+        "%s templated start (startInstance -> ready): first %.1f ms (starts the template), "
+        "then %.1f / %.1f / %.1f ms\n",
+        fn.runtime.c_str(), ms[0], ms[1], ms[2], ms[3]);
+    auto [placeholder, runtimePid] = placeholderAndRuntime(idPrefix + "0", runtimeComm);
+    EXPECT_GT(placeholder, 0);
+    EXPECT_GT(runtimePid, 0);
+    if (placeholder <= 0 || runtimePid <= 0) return {};
+    auto a = confinement(placeholder), b = confinement(runtimePid);
+    EXPECT_FALSE(a.empty());
+    for (const auto& [k, v] : a) EXPECT_EQ(b[k], v) << k;
+    return a;
   }
 
   FunctionSpec makeFn(const std::string& runtime, const std::string& handler = "index.handler") {
@@ -1018,42 +1075,9 @@ TEST_F(WorkerTest, TemplatedPythonIsConfinedExactlyLikeTheSandboxCommand) {
   FunctionSpec fn = makeFn("python3");
   fn.environmentVariables["MY_VAR"] = "templated";
   auto code = writeCode({{"index.py", kPyPoolProbe}, {"data.txt", "tpl"}});
-  std::vector<double> ms;
-  for (int i = 0; i < 4; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto ready = start("tpl-" + std::to_string(i), fn, code);
-    ms.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    ASSERT_TRUE(ready.isOk()) << ready.status().toString();
-    auto r = invoke("tpl-" + std::to_string(i), "{}");
-    ASSERT_EQ(r.functionError, FunctionErrorKind::kNone) << r.body;
-    auto body = parseObject(r.body);
-    EXPECT_EQ(str(body, "data"), "tpl");
-    EXPECT_EQ(str(body, "env"), "templated");
-    EXPECT_EQ(str(body, "fc"), fn.name);
-    EXPECT_EQ(str(body, "cwd"), "/code");
-    EXPECT_EQ(body["calls"], json::value(1)) << "module state starts fresh in every instance";
-    EXPECT_EQ(body["leak"], json::value(false));
-  }
-  std::printf(
-      "python3 templated start (startInstance -> ready): first %.1f ms (starts the "
-      "template), then %.1f / %.1f / %.1f ms\n",
-      ms[0], ms[1], ms[2], ms[3]);
   // In the sandbox's cgroup: the placeholder command (sleep, started by the sandbox's init like
   // any command) and the runtime forked from the template. Same confinement, field by field.
-  auto pids = pidsOf("tpl-0");
-  pid_t placeholder = -1, runtimePid = -1;
-  for (pid_t p : pids) {
-    auto comm = readFile("/proc/" + std::to_string(p) + "/comm");
-    if (!comm.isOk()) continue;
-    if (comm->starts_with("sleep")) placeholder = p;
-    if (comm->starts_with("python3")) runtimePid = p;
-  }
-  ASSERT_GT(placeholder, 0);
-  ASSERT_GT(runtimePid, 0);
-  auto a = confinement(placeholder), b = confinement(runtimePid);
-  ASSERT_FALSE(a.empty());
-  for (const auto& [k, v] : a) EXPECT_EQ(b[k], v) << k;
+  auto a = expectTemplatedStartsAreFreshAndConfined("tpl-", fn, code, "python3");
   EXPECT_EQ(a["NoNewPrivs"].find('1') != std::string::npos, true);
   // A crash of a templated runtime is a lost instance.
   FunctionSpec crash = makeFn("python3");
@@ -1072,41 +1096,7 @@ TEST_F(WorkerTest, TemplatedNodeIsConfinedAndReportsExitsLikeAnExecdOne) {
   FunctionSpec fn = makeFn("nodejs");
   fn.environmentVariables["MY_VAR"] = "templated";
   auto code = writeCode({{"index.js", kJsPoolProbe}, {"data.txt", "tpl"}});
-  std::vector<double> ms;
-  for (int i = 0; i < 4; ++i) {
-    const std::string id = "ntpl-" + std::to_string(i);
-    const auto t0 = std::chrono::steady_clock::now();
-    auto ready = start(id, fn, code);
-    ms.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    ASSERT_TRUE(ready.isOk()) << ready.status().toString();
-    auto r = invoke(id, "{}");
-    ASSERT_EQ(r.functionError, FunctionErrorKind::kNone) << r.body;
-    auto body = parseObject(r.body);
-    EXPECT_EQ(str(body, "data"), "tpl");
-    EXPECT_EQ(str(body, "env"), "templated");
-    EXPECT_EQ(str(body, "fc"), fn.name);
-    EXPECT_EQ(str(body, "cwd"), "/code");
-    EXPECT_EQ(body["calls"], json::value(1)) << "module state starts fresh in every instance";
-    EXPECT_EQ(body["leak"], json::value(false));
-  }
-  std::printf(
-      "nodejs templated start (startInstance -> ready): first %.1f ms (starts the template), "
-      "then %.1f / %.1f / %.1f ms\n",
-      ms[0], ms[1], ms[2], ms[3]);
-  auto pids = pidsOf("ntpl-0");
-  pid_t placeholder = -1, runtimePid = -1;
-  for (pid_t p : pids) {
-    auto comm = readFile("/proc/" + std::to_string(p) + "/comm");
-    if (!comm.isOk()) continue;
-    if (comm->starts_with("sleep")) placeholder = p;
-    if (comm->starts_with("node") && runtimePid < 0) runtimePid = p;
-  }
-  ASSERT_GT(placeholder, 0);
-  ASSERT_GT(runtimePid, 0);
-  auto a = confinement(placeholder), b = confinement(runtimePid);
-  ASSERT_FALSE(a.empty());
-  for (const auto& [k, v] : a) EXPECT_EQ(b[k], v) << k;
+  expectTemplatedStartsAreFreshAndConfined("ntpl-", fn, code, "node");
 
   // Exits: the same report from a templated and an exec'd instance of the same code.
   struct Case {
@@ -1159,15 +1149,9 @@ TEST_F(WorkerTest, UnusableTemplateFallsBackToExecdRuntimes) {
     auto r = invoke(id, "{}");
     EXPECT_EQ(r.functionError, FunctionErrorKind::kNone) << r.body;
     // Exec'd: node runs as the sandbox's own command, no placeholder holds the sandbox open.
-    bool placeholder = false, node = false;
-    for (pid_t p : pidsOf(id)) {
-      auto comm = readFile("/proc/" + std::to_string(p) + "/comm");
-      if (!comm.isOk()) continue;
-      placeholder = placeholder || comm->starts_with("sleep");
-      node = node || comm->starts_with("node");
-    }
-    EXPECT_TRUE(node);
-    EXPECT_FALSE(placeholder) << "instance " << id << " is templated";
+    auto [placeholder, node] = placeholderAndRuntime(id, "node");
+    EXPECT_GT(node, 0);
+    EXPECT_EQ(placeholder, -1) << "instance " << id << " is templated";
   }
 }
 
