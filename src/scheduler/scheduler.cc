@@ -1,13 +1,12 @@
 #include "scheduler/scheduler.h"
 
 #include <algorithm>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <climits>
 #include <cmath>
-#include <cstdio>
 #include <deque>
 #include <mutex>
 #include <queue>
-#include <unordered_map>
 #include <vector>
 
 #include "common/ids.h"
@@ -39,7 +38,8 @@ enum class InstState : uint8_t { kFree, kStarting, kReady };
 
 struct Instance {
   std::string id;
-  uint32_t gen = 0;  // bumped whenever the slot is reused or freed: stale references die
+  uint64_t idNumber = 0;  // the hex number in id: the key of the id index
+  uint32_t gen = 0;       // bumped whenever the slot is reused or freed: stale references die
   InstState state = InstState::kFree;
   int32_t fn = kNone;
   int32_t host = kNone;
@@ -70,7 +70,8 @@ struct Waiter {
 };
 
 struct Function {
-  FunctionRef ref;  // latest revision seen
+  FunctionRef ref;           // latest revision seen (only ref.key until initialized)
+  bool initialized = false;  // false: interned by key, not yet seen by acquire/ensure
   bool deleted = false;
   std::vector<int32_t> levels;     // head of the free-slot list per busy count
   std::vector<int32_t> instances;  // every instance (starting or ready, any revision)
@@ -126,8 +127,6 @@ class Scheduler::Impl {
         clock_(clock),
         options_(std::move(options)),
         placer_(options_.placement, options_.isolation) {
-    fnIndex_.max_load_factor(0.5f);
-    idIndex_.max_load_factor(0.5f);
     options_.keepAlivePolicy.fixed = options_.keepAlive;
     if (!options_.deterministicIds) {
       std::string seed = randomHex(6);
@@ -141,7 +140,8 @@ class Scheduler::Impl {
     for (auto& a : actions) a();
   }
 
-  void acquire(const FunctionRef& fn, std::function<void(Result<Lease>)> done) {
+  void acquire(FunctionHandle handle, const FunctionRef& fn,
+               std::function<void(Result<Lease>)> done) {
     Actions actions;
     Lease lease;
     bool granted = false;
@@ -150,7 +150,12 @@ class Scheduler::Impl {
       if (shutdown_) {
         actions.push_back([done] { done(Status(Code::kAborted, "scheduler is shutting down")); });
       } else {
-        int32_t f = functionLocked(fn, actions);
+        int32_t f = handle.index;
+        if (f < 0 || f >= static_cast<int32_t>(functions_.size()) ||
+            functions_[f].ref.key != fn.key) {
+          f = internLocked(fn.key);
+        }
+        setupFunctionLocked(f, fn, actions);
         Function& fs = functions_[f];
         TimePoint now = clock_.now();
         if (!fs.active()) becomeActiveLocked(fs, now);
@@ -207,14 +212,19 @@ class Scheduler::Impl {
     run(actions);
   }
 
+  FunctionHandle intern(const std::string& functionKey) {
+    std::lock_guard lock(mu_);
+    return FunctionHandle{internLocked(functionKey)};
+  }
+
   void instanceLost(const std::string& instanceId) {
     Actions actions;
     {
       std::lock_guard lock(mu_);
-      auto it = idIndex_.find(instanceId);
-      if (it == idIndex_.end()) return;
-      int32_t f = instances_[it->second].fn;
-      removeInstanceLocked(it->second, actions, /*stop=*/false);
+      int32_t i = findIdLocked(instanceId);
+      if (i == kNone) return;
+      int32_t f = instances_[i].fn;
+      removeInstanceLocked(i, actions, /*stop=*/false);
       restoreLocked(f, clock_.now(), actions);
     }
     run(actions);
@@ -225,7 +235,7 @@ class Scheduler::Impl {
     {
       std::lock_guard lock(mu_);
       auto it = fnIndex_.find(functionKey);
-      if (it == fnIndex_.end()) return;
+      if (it == fnIndex_.end() || !functions_[it->second].initialized) return;
       Function& fs = functions_[it->second];
       drainLocked(fs, keepRevision, actions);
       if (keepRevision == INT64_MAX) {
@@ -241,7 +251,7 @@ class Scheduler::Impl {
     {
       std::lock_guard lock(mu_);
       if (shutdown_) return;
-      functionLocked(fn, actions);
+      setupFunctionLocked(internLocked(fn.key), fn, actions);
     }
     run(actions);
   }
@@ -375,12 +385,22 @@ class Scheduler::Impl {
  private:
   // ---- functions ----
 
-  // The function's slot, created or moved to fn's revision (older instances drain) as needed.
-  int32_t functionLocked(const FunctionRef& fn, Actions& actions) {
-    auto [it, inserted] = fnIndex_.try_emplace(fn.key, static_cast<int32_t>(functions_.size()));
-    if (inserted) functions_.emplace_back();
-    int32_t f = it->second;
+  // The key's slot, created (uninitialized) if new. Slots are never reused, so an index stays
+  // valid as a handle.
+  int32_t internLocked(const std::string& key) {
+    auto [it, inserted] = fnIndex_.try_emplace(key, static_cast<int32_t>(functions_.size()));
+    if (inserted) {
+      functions_.emplace_back();
+      functions_.back().ref.key = key;
+    }
+    return it->second;
+  }
+
+  // Function f, initialized from fn or moved to fn's revision (older instances drain) as needed.
+  void setupFunctionLocked(int32_t f, const FunctionRef& fn, Actions& actions) {
     Function& fs = functions_[f];
+    bool inserted = !fs.initialized;
+    fs.initialized = true;
     bool fresh = inserted || fs.deleted;
     fs.deleted = false;
     if (inserted) {
@@ -395,7 +415,6 @@ class Scheduler::Impl {
       fresh = true;
     }
     if (fresh || fs.live() < fs.ref.minInstances) restoreLocked(f, clock_.now(), actions);
-    return f;
   }
 
   void setRefLocked(Function& fs, const FunctionRef& fn) {
@@ -529,9 +548,30 @@ class Scheduler::Impl {
       }
       return kNone;
     }
-    auto it = idIndex_.find(lease.instanceId);
-    if (it == idIndex_.end() || instances_[it->second].state != InstState::kReady) return kNone;
-    return it->second;
+    int32_t i = findIdLocked(lease.instanceId);
+    if (i == kNone || instances_[i].state != InstState::kReady) return kNone;
+    return i;
+  }
+
+  // The instance (starting or ready) named id, or kNone. Ids are "i-" and 12 lowercase hex
+  // digits (newIdLocked); the index is keyed by that number, so no string is hashed or stored.
+  int32_t findIdLocked(const std::string& id) const {
+    if (id.size() != 14 || id[0] != 'i' || id[1] != '-') return kNone;
+    uint64_t n = 0;
+    for (size_t k = 2; k < id.size(); ++k) {
+      char c = id[k];
+      int digit;
+      if (c >= '0' && c <= '9') {
+        digit = c - '0';
+      } else if (c >= 'a' && c <= 'f') {
+        digit = c - 'a' + 10;
+      } else {
+        return kNone;
+      }
+      n = (n << 4) | static_cast<uint64_t>(digit);
+    }
+    auto it = idIndex_.find(n);
+    return it == idIndex_.end() ? kNone : it->second;
   }
 
   // Gives inst's free slots to queued calls, oldest first.
@@ -645,7 +685,8 @@ class Scheduler::Impl {
     }
     int32_t i = allocInstanceLocked();
     Instance& inst = instances_[i];
-    inst.id = newIdLocked();
+    inst.idNumber = newIdNumberLocked();
+    inst.id = formatId(inst.idNumber);
     inst.state = InstState::kStarting;
     inst.fn = f;
     inst.host = *host;
@@ -656,7 +697,7 @@ class Scheduler::Impl {
     inst.lastUsed = now;
     inst.memoryMb = fs.ref.memoryMb;
     inst.cpuMillis = fs.ref.cpuMillis;
-    idIndex_[inst.id] = i;
+    idIndex_[inst.idNumber] = i;
     inst.posInFn = static_cast<int32_t>(fs.instances.size());
     fs.instances.push_back(i);
     HostState& hs = hosts_[inst.host];
@@ -885,11 +926,16 @@ class Scheduler::Impl {
     return static_cast<int32_t>(instances_.size()) - 1;
   }
 
-  std::string newIdLocked() {
-    uint64_t n = (idBase_ + ++idCounter_) & 0xffffffffffffULL;
-    char buf[20];
-    std::snprintf(buf, sizeof buf, "i-%012llx", static_cast<unsigned long long>(n));
-    return buf;
+  uint64_t newIdNumberLocked() { return (idBase_ + ++idCounter_) & 0xffffffffffffULL; }
+
+  // "i-%012llx" without snprintf's format parsing (one per start).
+  static std::string formatId(uint64_t n) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string id(14, '0');
+    id[0] = 'i';
+    id[1] = '-';
+    for (int k = 13; k >= 2; --k, n >>= 4) id[k] = kHex[n & 15];
+    return id;
   }
 
   void drainLocked(Function& fs, int64_t keepRevision, Actions& actions) {
@@ -956,7 +1002,7 @@ class Scheduler::Impl {
     req.memoryMb = inst.memoryMb;
     req.cpuMillis = inst.cpuMillis;
     placer_.unplace(inst.host, req);
-    idIndex_.erase(inst.id);
+    idIndex_.erase(inst.idNumber);
     ++counters_.instancesStopped;
     if (stop) actions.push_back([this, id = inst.id] { launcher_.stop(id); });
     inst.state = InstState::kFree;
@@ -987,14 +1033,15 @@ class Scheduler::Impl {
   const Clock& clock_;
   SchedulerOptions options_;
   mutable std::mutex mu_;
-  Placer placer_;                                     // GUARDED_BY(mu_)
-  std::vector<HostState> hosts_;                      // GUARDED_BY(mu_), by placer index
-  std::vector<Function> functions_;                   // GUARDED_BY(mu_)
-  std::unordered_map<std::string, int32_t> fnIndex_;  // GUARDED_BY(mu_)
-  std::vector<Instance> instances_;                   // GUARDED_BY(mu_), slots reused
-  std::vector<int32_t> freeInstances_;                // GUARDED_BY(mu_)
-  std::unordered_map<std::string, int32_t> idIndex_;  // GUARDED_BY(mu_)
-  std::vector<RuntimeState> runtimes_;                // GUARDED_BY(mu_)
+  Placer placer_;                    // GUARDED_BY(mu_)
+  std::vector<HostState> hosts_;     // GUARDED_BY(mu_), by placer index
+  std::vector<Function> functions_;  // GUARDED_BY(mu_)
+  // Open addressing: one probe into a flat array, no node per key (100k+ functions).
+  boost::unordered_flat_map<std::string, int32_t> fnIndex_;  // GUARDED_BY(mu_)
+  std::vector<Instance> instances_;                          // GUARDED_BY(mu_), slots reused
+  std::vector<int32_t> freeInstances_;                       // GUARDED_BY(mu_)
+  boost::unordered_flat_map<uint64_t, int32_t> idIndex_;     // GUARDED_BY(mu_), id number -> slot
+  std::vector<RuntimeState> runtimes_;                       // GUARDED_BY(mu_)
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;  // GUARDED_BY(mu_)
   SchedulerStats counters_;                                                // GUARDED_BY(mu_)
   int64_t readyCount_ = 0;                                                 // GUARDED_BY(mu_)
@@ -1012,7 +1059,14 @@ Scheduler::Scheduler(InstanceLauncher& launcher, const Clock& clock, SchedulerOp
 Scheduler::~Scheduler() = default;
 
 void Scheduler::acquire(const FunctionRef& fn, std::function<void(Result<Lease>)> done) {
-  impl_->acquire(fn, std::move(done));
+  impl_->acquire(FunctionHandle{}, fn, std::move(done));
+}
+void Scheduler::acquire(FunctionHandle handle, const FunctionRef& fn,
+                        std::function<void(Result<Lease>)> done) {
+  impl_->acquire(handle, fn, std::move(done));
+}
+FunctionHandle Scheduler::intern(const std::string& functionKey) {
+  return impl_->intern(functionKey);
 }
 void Scheduler::release(const Lease& lease, bool healthy) { impl_->release(lease, healthy); }
 void Scheduler::instanceLost(const std::string& instanceId) { impl_->instanceLost(instanceId); }

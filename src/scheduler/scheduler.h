@@ -58,6 +58,14 @@ struct FunctionRef {
   std::string runtime;    // for pre-warm pool targets
 };
 
+// A function's dense index inside one Scheduler, stable for that Scheduler's lifetime. A caller
+// that serves many calls of the same functions intern()s each key once and passes the handle to
+// acquire(), which then indexes a vector instead of hashing the key on every call.
+struct FunctionHandle {
+  int32_t index = -1;
+  bool valid() const { return index >= 0; }
+};
+
 struct Lease {
   std::string functionKey;
   std::string instanceId;
@@ -137,6 +145,13 @@ class Scheduler {
   ~Scheduler();
 
   void acquire(const FunctionRef& fn, std::function<void(Result<Lease>)> done);
+  // The same decision as acquire(fn, done), without the key lookup. A handle that does not name
+  // fn.key in this scheduler (another scheduler's, or invalid) falls back to the lookup.
+  void acquire(FunctionHandle handle, const FunctionRef& fn,
+               std::function<void(Result<Lease>)> done);
+  // The handle for functionKey, registering the key if it is new. Only names the function: no
+  // start, no revision change; the function behaves as unknown until its first acquire/ensure.
+  FunctionHandle intern(const std::string& functionKey);
   // healthy=false: the instance is gone (timeout recycle, crash); forget it.
   void release(const Lease& lease, bool healthy);
   // A worker reported the instance dead.

@@ -227,6 +227,81 @@ TEST_F(SchedulerTest, LostInstanceWithQueuedCallsStartsAReplacement) {
   ASSERT_TRUE(b->result.has_value() && b->result->isOk());
 }
 
+TEST_F(SchedulerTest, InternOnlyNamesTheFunctionAndHandlesRouteLikeKeys) {
+  FunctionHandle h = scheduler_.intern("t/f");
+  ASSERT_TRUE(h.valid());
+  EXPECT_EQ(scheduler_.intern("t/f").index, h.index);
+  FunctionHandle other = scheduler_.intern("t/g");
+  EXPECT_NE(other.index, h.index);
+  // Named, not registered: nothing starts and a delete of it changes nothing.
+  EXPECT_TRUE(launcher_.launches.empty());
+  EXPECT_EQ(scheduler_.instanceCount("t/f"), 0u);
+  scheduler_.drain("t/f", INT64_MAX);
+
+  auto out = std::make_shared<Outcome>();
+  auto into = [](const std::shared_ptr<Outcome>& o) {
+    return [o](Result<Lease> r) { o->result = std::move(r); };
+  };
+  scheduler_.acquire(h, fn(), into(out));
+  ASSERT_EQ(launcher_.launches.size(), 1u);
+  EXPECT_EQ(launcher_.launches[0].fn.key, "t/f");
+  launcher_.launches[0].ready(int64_t{5});
+  ASSERT_TRUE(out->result.has_value() && out->result->isOk());
+  EXPECT_TRUE((*out->result)->coldStart);
+  EXPECT_EQ((*out->result)->functionKey, "t/f");
+  scheduler_.release(**out->result, true);
+
+  // By key, by handle, by another key's handle and by an invalid one: the same warm instance.
+  auto byKey = acquire(fn());
+  ASSERT_TRUE(byKey->result.has_value() && byKey->result->isOk());
+  scheduler_.release(**byKey->result, true);
+  for (FunctionHandle hh : {h, other, FunctionHandle{}, FunctionHandle{1000}}) {
+    auto o = std::make_shared<Outcome>();
+    scheduler_.acquire(hh, fn(), into(o));
+    ASSERT_TRUE(o->result.has_value() && o->result->isOk());
+    EXPECT_FALSE((*o->result)->coldStart);
+    EXPECT_EQ((*o->result)->instanceId, launcher_.launches[0].id);
+    scheduler_.release(**o->result, true);
+  }
+  EXPECT_EQ(launcher_.launches.size(), 1u);
+  EXPECT_EQ(scheduler_.instanceCount("t/f"), 1u);
+  EXPECT_EQ(scheduler_.instanceCount("t/g"), 0u);
+}
+
+TEST_F(SchedulerTest, LeaseWithoutHandleIsResolvedByInstanceId) {
+  auto a = acquire(fn());
+  launcher_.launches[0].ready(int64_t{1});
+  ASSERT_TRUE(a->result.has_value() && a->result->isOk());
+  Lease byId = **a->result;
+  byId.handle = 0;  // e.g. a lease that crossed the network
+  // Ids that name no instance change nothing.
+  std::string id = byId.instanceId;
+  std::string upper = id;
+  upper[0] = 'I';
+  for (const std::string& bogus : {std::string("i-"), std::string("x"), upper, id + "0",
+                                   id.substr(0, 13) + "g", std::string("i-ffffffffffff")}) {
+    Lease l = byId;
+    l.instanceId = bogus;
+    scheduler_.release(l, true);
+    scheduler_.instanceLost(bogus);
+  }
+  EXPECT_EQ(scheduler_.instanceCount("t/f"), 1u);
+  // The slot is still taken: a second call starts another instance.
+  auto b = acquire(fn());
+  EXPECT_EQ(launcher_.launches.size(), 2u);
+  launcher_.launches[1].ready(int64_t{1});
+  ASSERT_TRUE(b->result.has_value() && b->result->isOk());
+  scheduler_.release(**b->result, true);
+  // Released by id: the slot frees and the next call reuses the instance.
+  scheduler_.release(byId, true);
+  auto c = acquire(fn());
+  auto d = acquire(fn());
+  ASSERT_TRUE(c->result.has_value() && d->result.has_value());
+  EXPECT_EQ(launcher_.launches.size(), 2u);
+  scheduler_.instanceLost(id);
+  EXPECT_EQ(scheduler_.instanceCount("t/f"), 1u);
+}
+
 TEST_F(SchedulerTest, ShutdownAbortsQueuedCallsAndStopsInstances) {
   auto a = acquire(fn(1, 1));
   launcher_.launches[0].ready(int64_t{1});
