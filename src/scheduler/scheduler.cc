@@ -1,6 +1,7 @@
 #include "scheduler/scheduler.h"
 
 #include <algorithm>
+#include <boost/container/small_vector.hpp>
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <climits>
 #include <cmath>
@@ -135,7 +136,8 @@ class Scheduler::Impl {
   }
 
   // Work that must run after mu_ is released: callbacks and launcher calls may re-enter us.
-  using Actions = std::vector<std::function<void()>>;
+  // Inline room for the few a decision usually queues: no heap allocation for the list itself.
+  using Actions = boost::container::small_vector<std::function<void()>, 4>;
   static void run(Actions& actions) {
     for (auto& a : actions) a();
   }
@@ -711,25 +713,26 @@ class Scheduler::Impl {
     ++counters_.coldStarts;
     if (prewarm) ++counters_.prewarmStarts;
     if (fs.runtime != kNone) noteStartLocked(runtimes_[fs.runtime], now);
-    uint32_t gen = inst.gen;
-    actions.push_back(
-        [this, i, gen, hostId = placer_.host(inst.host).id, id = inst.id, ref = fs.ref] {
-          launcher_.launchOn(hostId, id, ref,
-                             [this, i, gen, id](Result<int64_t> r) { onReady(i, gen, id, r); });
-        });
+    actions.push_back([this, hostId = placer_.host(inst.host).id, id = inst.id,
+                       idNumber = inst.idNumber, ref = fs.ref] {
+      // The id's number names this start (unique, unlike the slot) and keeps the callback small
+      // enough for std::function's inline storage: no allocation per start.
+      launcher_.launchOn(hostId, id, ref,
+                         [this, idNumber](Result<int64_t> r) { onReady(idNumber, r); });
+    });
     return true;
   }
 
-  void onReady(int32_t i, uint32_t gen, const std::string& id, const Result<int64_t>& r) {
+  void onReady(uint64_t idNumber, const Result<int64_t>& r) {
     Actions actions;
     {
       std::lock_guard lock(mu_);
-      if (i >= static_cast<int32_t>(instances_.size()) || instances_[i].gen != gen ||
-          instances_[i].state != InstState::kStarting) {
+      auto it = idIndex_.find(idNumber);
+      if (it == idIndex_.end() || instances_[it->second].state != InstState::kStarting) {
         // Forgotten while starting (its host died): nothing waits for it.
-        if (r.isOk()) actions.push_back([this, id] { launcher_.stop(id); });
+        if (r.isOk()) actions.push_back([this, idNumber] { launcher_.stop(formatId(idNumber)); });
       } else {
-        readyLocked(i, r, actions);
+        readyLocked(it->second, r, actions);
       }
     }
     run(actions);
@@ -1004,7 +1007,9 @@ class Scheduler::Impl {
     placer_.unplace(inst.host, req);
     idIndex_.erase(inst.idNumber);
     ++counters_.instancesStopped;
-    if (stop) actions.push_back([this, id = inst.id] { launcher_.stop(id); });
+    if (stop) {
+      actions.push_back([this, idNumber = inst.idNumber] { launcher_.stop(formatId(idNumber)); });
+    }
     inst.state = InstState::kFree;
     ++inst.gen;
     inst.busy = 0;

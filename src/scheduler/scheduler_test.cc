@@ -486,6 +486,34 @@ TEST_F(QueueOrScaleTest, HybridPolicyReleasesMemoryAndPrewarmsBeforeThePredicted
   EXPECT_EQ(hybrid.stats().prewarmStarts, 1);
 }
 
+TEST_F(QueueOrScaleTest, StartForgottenWithItsHostIsStoppedByItsIdWhenItCompletes) {
+  Scheduler s(launcher_, clock_, qosOptions());
+  s.addHost(HostSpec{"small", "a", 1024, 4000, 100});
+  s.addHost(HostSpec{"large", "b", 8192, 4000, 100});
+  std::optional<Result<Lease>> lease;
+  s.acquire(fn(), [&](Result<Lease> r) { lease = std::move(r); });
+  ASSERT_EQ(launcher_.launches.size(), 1u);
+  EXPECT_EQ(launcher_.launches[0].host, "small");
+  s.hostDead("small");  // while the start is in flight: a replacement starts elsewhere
+  ASSERT_EQ(launcher_.launches.size(), 2u);
+  EXPECT_EQ(launcher_.launches[1].host, "large");
+  EXPECT_TRUE(launcher_.stopped.empty());
+  launcher_.launches[0].ready(int64_t{1});  // the forgotten start completes
+  ASSERT_EQ(launcher_.stopped.size(), 1u);
+  EXPECT_EQ(launcher_.stopped[0], launcher_.launches[0].id);
+  EXPECT_FALSE(lease.has_value());
+  launcher_.launches[1].ready(int64_t{1});
+  ASSERT_TRUE(lease.has_value() && lease->isOk());
+  EXPECT_EQ((*lease)->instanceId, launcher_.launches[1].id);
+  EXPECT_TRUE((*lease)->coldStart);
+  // Its host dies too: the ready instance is stopped by its id (no host left for another).
+  s.hostDead("large");
+  ASSERT_EQ(launcher_.stopped.size(), 2u);
+  EXPECT_EQ(launcher_.stopped[1], launcher_.launches[1].id);
+  s.release(**lease, true);  // late release of an instance of a dead host: harmless
+  EXPECT_EQ(s.instanceCount("t/f"), 0u);
+}
+
 TEST_F(QueueOrScaleTest, HostThatStopsReportingIsDeclaredDeadAndItsInstancesReplaced) {
   SchedulerOptions o = qosOptions();
   o.hostTimeout = seconds(10);
