@@ -129,6 +129,12 @@ Server::~Server() {
     ::kill(pid_, SIGKILL);
     int st;
     waitpid(pid_, &st, 0);
+    // A killed server cannot remove its sandbox state on tmpfs (ProcessSandboxOptions::
+    // forDataDir); the next start on the data dir would. None follows a test, so do it here.
+    const std::filesystem::path shm =
+        "/dev/shm/stratus-" + sha256Hex(std::filesystem::absolute(dataDir_).string()).substr(0, 12);
+    std::error_code ec;
+    std::filesystem::remove_all(shm, ec);
   }
 }
 
