@@ -432,6 +432,7 @@ int runColdStart(const ColdStartOptions& o) {
 struct StartRateOptions {
   int seconds = 10;
   int threads = 2;
+  size_t netnsPool = ProcessSandboxOptions{}.netnsPool;  // 0: every sandbox uses CLONE_NEWNET
 };
 
 int runStartRate(const StartRateOptions& o) {
@@ -441,13 +442,15 @@ int runStartRate(const StartRateOptions& o) {
   // Where `stratus up` keeps its sandbox state (tmpfs when the host has one).
   ProcessSandboxOptions so = ProcessSandboxOptions::forDataDir(dir);
   so.cgroupParent = "stratus-bench-" + randomHex(4);
+  so.netnsPool = o.netnsPool;
   auto backend = ProcessSandboxBackend::create(so);
   if (!backend.isOk()) {
     std::fprintf(stderr, "%s\n", backend.status().toString().c_str());
     return 1;
   }
-  std::printf("stratus bench startrate: %d s, %d creating threads, profile: %s\n", o.seconds,
-              o.threads, (*backend)->hardened() ? "hardened (userns + seccomp)" : "plain");
+  std::printf("stratus bench startrate: %d s, %d creating threads, profile: %s, netns pool %zu\n",
+              o.seconds, o.threads,
+              (*backend)->hardened() ? "hardened (userns + seccomp)" : "plain", o.netnsPool);
   std::mutex mu;
   std::condition_variable cv;
   std::deque<std::unique_ptr<Sandbox>> toDestroy;  // GUARDED_BY(mu)
@@ -520,6 +523,12 @@ int runStartRate(const StartRateOptions& o) {
       created.load() / drained, maxBacklog, static_cast<long long>(failed.load()));
   if (!firstError.empty()) std::printf("  first failure: %s\n", firstError.c_str());
   printRow("create() latency under this load", statsOf(all));
+  if (o.netnsPool > 0) {
+    auto ns = (*backend)->netnsPoolStats();
+    std::printf("  netns pool: %llu creates joined a pooled namespace, %llu found it empty\n",
+                static_cast<unsigned long long>(ns.taken),
+                static_cast<unsigned long long>(ns.fallbacks));
+  }
   backend->reset();
 
   // Baselines: sequential spawn-to-exit rate on the same number of threads, 3 s each.
@@ -750,6 +759,9 @@ void addColdStartBenchCommands(CLI::App& bench) {
   CLI::App* s = bench.add_subcommand("startrate", "Sandbox creations per second, sustained");
   s->add_option("--seconds", sr->seconds, "How long to create sandboxes")->capture_default_str();
   s->add_option("--threads", sr->threads, "Creating threads")->capture_default_str();
+  s->add_option("--netns-pool", sr->netnsPool,
+                "Network namespaces made ahead of time (0: CLONE_NEWNET in every create)")
+      ->capture_default_str();
   s->callback([sr] {
     int rc = runStartRate(*sr);
     if (rc != 0) throw CLI::RuntimeError(rc);

@@ -18,8 +18,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -412,15 +414,119 @@ void buildHostLayout(HostOps& layout);
 
 struct ProcessSandboxBackend::HostLayout : HostOps {};
 
+// Network namespaces made ahead of time by one background thread: unshare(CLONE_NEWNET) on that
+// thread (so the namespace is owned by the host's user namespace, exactly like one made by
+// clone), loopback up, the namespace kept as an O_CLOEXEC fd, and the thread back home with
+// setns. Each namespace goes to one sandbox only; those left at the end are closed (the kernel
+// frees them). The thread never outlives the pool: the destructor stops and joins it.
+class ProcessSandboxBackend::NetnsPool {
+ public:
+  explicit NetnsPool(size_t target) : target_(target) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~NetnsPool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  // A fresh namespace, or an empty fd when none is ready (the caller then uses CLONE_NEWNET).
+  UniqueFd take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (ready_.empty()) {
+      ++fallbacks_;
+      return UniqueFd();
+    }
+    UniqueFd fd = std::move(ready_.front());
+    ready_.pop_front();
+    ++taken_;
+    cv_.notify_all();
+    return fd;
+  }
+
+  NetnsPoolStats stats() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return {ready_.size(), made_, taken_, fallbacks_};
+  }
+
+  void setRefill(bool on) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      refill_ = on;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  void run() {
+    ::pthread_setname_np(::pthread_self(), "stratus-netns");
+    UniqueFd home(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    if (!home) {
+      SLOG_WARN("netns pool off: open /proc/thread-self/ns/net: {}", std::strerror(errno));
+      return;
+    }
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || (refill_ && ready_.size() < target_); });
+        if (stop_) return;
+      }
+      Result<UniqueFd> ns = makeOne(home.get());
+      if (!ns.isOk()) {
+        // The pool stays empty and every create() uses CLONE_NEWNET, as without a pool.
+        SLOG_WARN("netns pool off: {}", ns.status().toString());
+        return;
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      ready_.push_back(std::move(ns).value());
+      ++made_;
+    }
+  }
+
+  // On this thread: a new namespace, its loopback up, then back to `home`. A failure to return
+  // home is fatal for the thread (run() then stops): it must never make namespaces from inside
+  // one it handed out.
+  static Result<UniqueFd> makeOne(int home) {
+    if (::unshare(CLONE_NEWNET) != 0) return Status::fromErrno(errno, "unshare(CLONE_NEWNET)");
+    UniqueFd ns(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    Status st;
+    if (!ns) {
+      st = Status::fromErrno(errno, "open the new network namespace");
+    } else if (sandbox_internal::bringLoopbackUp() != 0) {
+      st = Status::fromErrno(errno, "bring up the loopback interface of a pooled namespace");
+    }
+    if (::setns(home, CLONE_NEWNET) != 0) {
+      return Status::fromErrno(errno, "setns back into the backend's network namespace");
+    }
+    if (!st.isOk()) return st;
+    return ns;
+  }
+
+  const size_t target_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<UniqueFd> ready_;                     // GUARDED_BY(mu_)
+  bool stop_ = false;                              // GUARDED_BY(mu_)
+  bool refill_ = true;                             // GUARDED_BY(mu_)
+  uint64_t made_ = 0, taken_ = 0, fallbacks_ = 0;  // GUARDED_BY(mu_)
+  std::thread thread_;
+};
+
 ProcessSandboxBackend::ProcessSandboxBackend(ProcessSandboxOptions options,
                                              std::unique_ptr<CgroupDriver> cgroups,
                                              std::unique_ptr<const HostLayout> host)
     : options_(std::move(options)),
       tenantIds_(options_.tenantIds),
       cgroups_(std::move(cgroups)),
-      host_(std::move(host)) {}
+      host_(std::move(host)) {
+  if (options_.netnsPool > 0) netnsPool_ = std::make_unique<NetnsPool>(options_.netnsPool);
+}
 
 ProcessSandboxBackend::~ProcessSandboxBackend() {
+  netnsPool_.reset();  // joins the refill thread, closes the namespaces still in the pool
   // Sandboxes may outlive the backend; their cgroups then keep the parent (rmdir says EBUSY).
   Status st = cgroups_->removeParentIfEmpty(options_.cgroupParent);
   if (!st.isOk()) SLOG_WARN("sandbox backend: {}", st.toString());
@@ -699,7 +805,10 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   }
 
   b.add({.kind = OpKind::kSetHostname, .a = b.keep(spec.id), .what = "sethostname"});
-  b.add({.kind = OpKind::kLoopbackUp, .what = "bring up the loopback interface"});
+  // A pooled namespace already has its loopback up; joining it replaces CLONE_NEWNET.
+  UniqueFd netns;
+  if (netnsPool_) netns = netnsPool_->take();
+  if (!netns) b.add({.kind = OpKind::kLoopbackUp, .what = "bring up the loopback interface"});
   b.add({.kind = OpKind::kPivotRoot, .what = b.keep("pivot_root into " + root.string())});
   b.add({.kind = OpKind::kUmountDetach, .a = ".", .what = "detach the old root"});
   b.add({.kind = OpKind::kChdir, .a = "/", .what = "chdir /"});
@@ -775,6 +884,7 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   plan.errorFd = errW.get();
   plan.stdoutFd = spec.stdoutFd;
   plan.stderrFd = spec.stderrFd;
+  plan.netnsFd = netns ? netns.get() : -1;
 
   // ---- clone: CLONE_VM|CLONE_VFORK like posix_spawn -- no copy of the worker's page tables,
   // and this thread is suspended until the child has exec'd init (or failed). Signals are
@@ -788,9 +898,10 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   ::sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
   int pidfd = -1;
+  const int netFlag = netns ? 0 : CLONE_NEWNET;
   pid_t pid = ::clone(sandbox_internal::sandboxChildMain, stackTop,
                       CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_NEWPID | CLONE_NEWNS |
-                          CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | SIGCHLD,
+                          CLONE_NEWIPC | CLONE_NEWUTS | netFlag | SIGCHLD,
                       &plan, &pidfd);
   int cloneErr = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -800,6 +911,7 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   sandbox->pidfd_.reset(pidfd);
   syncR.reset();
   errW.reset();
+  netns.reset();  // the child holds the namespace now (or failed to join it): used once only
 
   // Without self-attach files the parent moves the child into the cgroup (the child sets up its
   // root meanwhile, and waits for the go byte before spawning the command). On failure, closing
@@ -908,6 +1020,9 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
       case kStepSeccomp:
         what = "install the seccomp filter";
         break;
+      case kStepJoinNetns:
+        what = "join the pre-created network namespace";
+        break;
       default:
         what = "step " + std::to_string(err.step);
         break;
@@ -915,6 +1030,14 @@ Result<std::unique_ptr<Sandbox>> ProcessSandboxBackend::create(const SandboxSpec
   }
   // The sandbox object's destructor kills, reaps and cleans up.
   return Status::fromErrno(err.err, ctx + ": " + what);
+}
+
+ProcessSandboxBackend::NetnsPoolStats ProcessSandboxBackend::netnsPoolStats() const {
+  return netnsPool_ ? netnsPool_->stats() : NetnsPoolStats{};
+}
+
+void ProcessSandboxBackend::setNetnsPoolRefill(bool on) {
+  if (netnsPool_) netnsPool_->setRefill(on);
 }
 
 Status ProcessSandboxBackend::sweepLeftovers() {

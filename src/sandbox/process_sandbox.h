@@ -5,10 +5,13 @@
 // command runs without capabilities (empty bounding set), with NO_NEW_PRIVS, rlimits and a
 // seccomp deny-list. See docs/sandbox.md.
 //
-// Thread-safety: create() may be called from several threads. Sandboxes must be created from a
+// Thread-safety: create() may be called from several threads (the netns pool's refill thread
+// is the backend's own, joined by its destructor). Sandboxes must be created from a
 // thread that lives as long as they do (PR_SET_PDEATHSIG fires when the creating *thread* exits).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -40,6 +43,12 @@ struct ProcessSandboxOptions {
   std::shared_ptr<TenantIdMap> tenantIds;
   // rmdir stateDir (if empty) when the backend is destroyed.
   bool removeStateDirOnExit = false;
+  // Network namespaces kept ready by a background thread of the backend (0: none, every
+  // sandbox is cloned with CLONE_NEWNET). Creating a network namespace is the largest single
+  // cost of a create() (copy_net_ns, docs/sandbox.md "Cost"); with a pool the sandbox's first
+  // process joins a fresh, never-used one with setns instead. An empty pool never blocks a
+  // create: it falls back to CLONE_NEWNET.
+  size_t netnsPool = 8;
 
   // What a server on data dir `dataDir` uses: cgroupParent "stratus-<hash of the dir>" (two
   // servers on one host never sweep each other's sandboxes) and a stateDir on tmpfs when the
@@ -77,14 +86,28 @@ class ProcessSandboxBackend final : public SandboxBackend {
   // tenants share a host, requires (docs/sandbox.md).
   bool hardened() const { return options_.userNamespace && options_.seccomp; }
 
+  // The network namespace pool (ProcessSandboxOptions::netnsPool); all zero without one.
+  struct NetnsPoolStats {
+    size_t ready = 0;        // namespaces waiting in the pool now
+    uint64_t made = 0;       // made by the refill thread so far
+    uint64_t taken = 0;      // creates that joined a pooled namespace
+    uint64_t fallbacks = 0;  // creates that found the pool empty (CLONE_NEWNET)
+  };
+  NetnsPoolStats netnsPoolStats() const;
+  // Stops (false) or resumes (true) refilling the pool; for tests of an exhausted pool.
+  void setNetnsPoolRefill(bool on);
+
  private:
-  struct HostLayout;  // the host's system directories, resolved once (process_sandbox.cc)
+  struct HostLayout;
+  class NetnsPool;  // process_sandbox.cc  // the host's system directories, resolved once
+                    // (process_sandbox.cc)
   ProcessSandboxBackend(ProcessSandboxOptions options, std::unique_ptr<CgroupDriver> cgroups,
                         std::unique_ptr<const HostLayout> host);
   ProcessSandboxOptions options_;
   std::shared_ptr<TenantIdMap> tenantIds_;
   std::unique_ptr<CgroupDriver> cgroups_;
   std::unique_ptr<const HostLayout> host_;
+  std::unique_ptr<NetnsPool> netnsPool_;  // null when options_.netnsPool is 0
 };
 
 }  // namespace stratus

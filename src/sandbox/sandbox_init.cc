@@ -90,28 +90,31 @@ int runOp(const ChildOp& op) {
       errno = saved;
       return n < 0 ? -1 : 0;
     }
-    case OpKind::kLoopbackUp: {
-      int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-      if (s < 0) return -1;
-      struct ifreq ifr;
-      std::memset(&ifr, 0, sizeof ifr);
-      std::memcpy(ifr.ifr_name, "lo", 3);
-      int rc = ::ioctl(s, SIOCGIFFLAGS, &ifr);
-      if (rc == 0) {
-        ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
-        rc = ::ioctl(s, SIOCSIFFLAGS, &ifr);
-      }
-      int saved = errno;
-      ::close(s);
-      errno = saved;
-      return rc;
-    }
+    case OpKind::kLoopbackUp:
+      return bringLoopbackUp();
   }
   errno = EINVAL;
   return -1;
 }
 
 }  // namespace
+
+int bringLoopbackUp() {
+  int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  struct ifreq ifr;
+  std::memset(&ifr, 0, sizeof ifr);
+  std::memcpy(ifr.ifr_name, "lo", 3);
+  int rc = ::ioctl(s, SIOCGIFFLAGS, &ifr);
+  if (rc == 0) {
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+    rc = ::ioctl(s, SIOCSIFFLAGS, &ifr);
+  }
+  int saved = errno;
+  ::close(s);
+  errno = saved;
+  return rc;
+}
 
 int sandboxChildMain(void* arg) {
   const ChildPlan& p = *static_cast<const ChildPlan*>(arg);
@@ -134,6 +137,11 @@ int sandboxChildMain(void* arg) {
   }
   uint64_t empty = 0;
   ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, nullptr, 8);
+
+  // A pooled network namespace is joined before anything else, as the host's root (setns needs
+  // CAP_SYS_ADMIN over the namespace's owner, the host's user namespace); closeAllExcept then
+  // closes its fd, so it never reaches init or the command.
+  if (p.netnsFd >= 0 && ::setns(p.netnsFd, CLONE_NEWNET) != 0) fail(p, kStepJoinNetns, errno);
 
   closeAllExcept(p.syncFd, p.errorFd, p.stdoutFd, p.stderrFd, p.initFd);
 

@@ -77,6 +77,7 @@ enum ExecStep : int32_t {
   kStepCapabilities = -15,  // command: clear the bounding and ambient capability sets
   kStepRlimits = -16,
   kStepSeccomp = -17,
+  kStepJoinNetns = -18,  // child: setns into the network namespace taken from the pool
 };
 
 // Init's hardening flags (its FLAGS argument, see init_main.cc).
@@ -109,7 +110,16 @@ struct ChildPlan {
   int errorFd = -1;  // write end: ChildError records
   int stdoutFd = -1;
   int stderrFd = -1;
+  // A network namespace made ahead of time (the backend's pool), or -1: the child was cloned
+  // with CLONE_NEWNET. The child joins it first thing, while it is still the host's root (so
+  // the namespace stays owned by the host's user namespace), and closes it with every other fd.
+  int netnsFd = -1;
 };
+
+// ifconfig lo up (SIOCGIFFLAGS/SIOCSIFFLAGS) in the calling thread's network namespace; 0 or -1
+// with errno. Raw system calls only: safe in the clone child. The op kLoopbackUp and the
+// backend's netns pool both use it, so a pooled namespace's loopback is the same as a fresh one's.
+int bringLoopbackUp();
 
 // clone() entry point of the sandbox's first process (CLONE_VM|CLONE_VFORK): runs the ops and
 // execs init. Never returns.
