@@ -723,17 +723,23 @@ int runDensity(const DensityOptions& o) {
   // Warm calls with everything alive: random functions, one at a time.
   std::mt19937 rng(42);
   std::vector<double> warm;
-  int warmErrors = 0;
+  int warmErrors = 0, coldAgain = 0;
+  std::string firstWarmError;
   for (int i = 0; i < 1000 && !alive.empty(); ++i) {
     auto r = (*server)->invoke("d-" + std::to_string(alive[rng() % alive.size()]));
     if (r.isOk()) {
       if (!r->cold) warm.push_back(r->ms);
+      coldAgain += r->cold ? 1 : 0;
     } else {
+      if (firstWarmError.empty()) firstWarmError = r.status().toString();
       ++warmErrors;
     }
   }
   printRow("warm call with all alive (random function)", statsOf(warm), "target < 5 ms");
-  if (warmErrors) std::printf("  %d warm calls failed\n", warmErrors);
+  if (coldAgain) std::printf("  %d calls found their instance gone (cold again)\n", coldAgain);
+  if (warmErrors) {
+    std::printf("  %d warm calls failed; the first: %s\n", warmErrors, firstWarmError.c_str());
+  }
   auto t0 = SteadyClock::now();
   server->reset();
   std::printf("  server shut down (all sandboxes removed) in %.1f s\n", msSince(t0) / 1000);
