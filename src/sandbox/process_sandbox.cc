@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -463,6 +464,11 @@ class ProcessSandboxBackend::NetnsPool {
  private:
   void run() {
     ::pthread_setname_np(::pthread_self(), "stratus-netns");
+    // Lowest priority (this thread only): making namespaces ahead of time only pays off with
+    // idle CPU; on saturated cores the refill just moves copy_net_ns onto a thread competing
+    // with the creates. Starved, the pool empties and create() falls back to CLONE_NEWNET. Not
+    // SCHED_IDLE: the thread takes the rtnl lock, and must not sit on it unscheduled.
+    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
     UniqueFd home(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
     if (!home) {
       SLOG_WARN("netns pool off: open /proc/thread-self/ns/net: {}", std::strerror(errno));
