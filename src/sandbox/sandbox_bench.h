@@ -1,7 +1,8 @@
 // `stratus bench sandbox`: what the hardening costs a cold start, measured in one run.
 //
-// Four backends side by side -- plain (namespaces, cgroups, read-only root, no capabilities),
-// +seccomp, +user namespace, hardened (both: the default) -- each measured round-robin on the
+// Five backends side by side -- plain (namespaces, cgroups, read-only root, no capabilities),
+// +seccomp, +user namespace, hardened (both: the default), and hardened with a pool of 8
+// pre-made network namespaces (+netns-pool, off by default) -- each measured round-robin on the
 // same machine at the same time, so background load hits all of them alike. Two figures per
 // profile: create() of a sandbox (until its command has exec'd), and a whole `python3 -c pass`
 // (create, interpreter start under the filter, exit), the sandbox part of a pool-miss cold start.
