@@ -19,6 +19,20 @@ struct CaseInsensitiveLess {
 
 using HttpHeaders = std::map<std::string, std::string, CaseInsensitiveLess>;
 
+// Adds the fields of a parsed message (anything iterable whose elements have name_string() and
+// value(), e.g. a Beast header) to `out`; a repeated name's values are joined with ", " as
+// RFC 9110 allows for list-valued fields. A template so that this header stays Beast-free.
+template <typename Fields>
+void appendHeaderFields(const Fields& fields, HttpHeaders& out) {
+  for (const auto& f : fields) {
+    auto [it, inserted] = out.emplace(f.name_string(), f.value());
+    if (!inserted) {
+      it->second += ", ";
+      it->second.append(f.value());
+    }
+  }
+}
+
 struct HttpRequest {
   std::string method;  // "GET", "POST", ...
   std::string path;    // decoded path without the query, e.g. "/2023-03-30/functions/hello"

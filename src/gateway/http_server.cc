@@ -207,13 +207,7 @@ std::optional<HttpRequest> toHttpRequest(http::request<http::string_body>& msg) 
   req.method = std::string(msg.method_string());
   req.path = std::move(*path);
   if (q != std::string_view::npos) req.query = parseQuery(target.substr(q + 1));
-  for (const auto& f : msg) {
-    auto [it, inserted] = req.headers.emplace(f.name_string(), f.value());
-    if (!inserted) {
-      it->second += ", ";
-      it->second.append(f.value());
-    }
-  }
+  appendHeaderFields(msg, req.headers);
   req.body = std::move(msg.body());
   return req;
 }

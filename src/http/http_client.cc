@@ -50,13 +50,7 @@ bool closedByPeer(const ErrorCode& ec) {
 HttpResponse fromBeast(http::response<http::string_body>&& res) {
   HttpResponse out;
   out.status = static_cast<int>(res.result_int());
-  for (const auto& f : res) {
-    auto [it, inserted] = out.headers.emplace(f.name_string(), f.value());
-    if (!inserted) {
-      it->second += ", ";
-      it->second.append(f.value());
-    }
-  }
+  appendHeaderFields(res, out.headers);
   out.body = std::move(res.body());
   return out;
 }

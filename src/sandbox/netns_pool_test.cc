@@ -108,19 +108,7 @@ class NetnsPoolTest : public ::testing::Test {
     code_ = tmp_ / "code";
     fs::create_directory(code_);
     ::chmod(code_.c_str(), 0755);
-    put(code_ / "server.py", R"PY(
-import os, socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('127.0.0.1', 9000))
-s.listen(16)
-print('ready', flush=True)
-while True:
-    c, _ = s.accept()
-    c.sendall(os.environ['TOKEN'].encode())
-    c.close()
-)PY",
-        0644);
+    put(code_ / "server.py", kTokenServerPy, 0644);
   }
   void TearDown() override {
     if (!tmp_.empty()) fs::remove_all(tmp_);

@@ -383,18 +383,7 @@ print(n, flush=True)
 
 TEST_F(ProcessSandboxTest, ConnectTcpReachesServerInsideOnly) {
   std::string token = "tok-" + randomHex();
-  writeCode("server.py", R"PY(
-import os, socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('127.0.0.1', 9000))
-s.listen(16)
-print('ready', flush=True)
-while True:
-    c, _ = s.accept()
-    c.sendall(os.environ['TOKEN'].encode())
-    c.close()
-)PY");
+  writeCode("server.py", kTokenServerPy);
   SandboxSpec s = spec("tcp", {"/usr/bin/python3", "/code/server.py"});
   s.env = {"TOKEN=" + token};
   Pipe out;

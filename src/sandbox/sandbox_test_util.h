@@ -47,6 +47,21 @@ inline void put(const std::filesystem::path& p, const std::string& s, mode_t mod
   ::chmod(p.c_str(), mode);
 }
 
+// A python3 server for connectTcp tests: listens on 127.0.0.1:9000 inside the sandbox, prints
+// "ready", and answers every connection with $TOKEN.
+inline constexpr const char* kTokenServerPy = R"PY(
+import os, socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', 9000))
+s.listen(16)
+print('ready', flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(os.environ['TOKEN'].encode())
+    c.close()
+)PY";
+
 inline int msLeft(std::chrono::steady_clock::time_point deadline) {
   return static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
                               deadline - std::chrono::steady_clock::now())
