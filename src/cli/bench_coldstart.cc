@@ -256,7 +256,13 @@ class BenchServer {
         ::waitpid(pid_, &status, 0);
       }
     }
-    (void)removeTree(dir_);
+    // STRATUS_BENCH_KEEP=1 keeps the server's data dir and log (to look into a failure).
+    const char* keep = std::getenv("STRATUS_BENCH_KEEP");
+    if (keep != nullptr && std::string(keep) == "1") {
+      std::fprintf(stderr, "kept the server's data dir and log: %s\n", dir_.c_str());
+    } else {
+      (void)removeTree(dir_);
+    }
   }
 
   pid_t pid() const { return pid_; }

@@ -268,6 +268,26 @@ TEST(HttpServerTest, IdleConnectionIsClosedAfterIdleTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
 }
 
+// A keep-alive client whose connection sat idle past the server's idleTimeout: its next request
+// must be answered (the client sees the close and retries on a new connection), not left
+// hanging. Seen in `stratus bench density`: the first call after a fill longer than 60 s timed
+// out after the client's 120 s.
+TEST(HttpServerTest, ClientReusingAConnectionClosedForIdlenessGetsAnAnswer) {
+  HttpServerOptions options;
+  options.idleTimeout = 200ms;
+  Server s(echoHandler, options);
+  auto client = HttpClient::connect(s.endpoint, 5s);
+  ASSERT_TRUE(client.isOk()) << client.status().toString();
+  auto r1 = (*client)->request("POST", "/one", {}, "first");
+  ASSERT_TRUE(r1.isOk()) << r1.status().toString();
+  std::this_thread::sleep_for(600ms);  // the idle timeout must pass: that is the scenario
+  auto start = std::chrono::steady_clock::now();
+  auto r2 = (*client)->request("POST", "/two", {}, "second");
+  ASSERT_TRUE(r2.isOk()) << r2.status().toString();
+  EXPECT_EQ(r2->status, 200);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+}
+
 // ---- limits against slow and greedy clients (docs/reliability.md) ----
 
 TEST(HttpServerTest, SlowlorisHeaderGets408AfterHeaderTimeout) {
