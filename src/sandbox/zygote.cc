@@ -107,6 +107,11 @@ Result<std::unique_ptr<Zygote>> Zygote::start(const std::vector<std::string>& ar
   // hold the pipe of whoever reads the server's output (seen: a test harness waiting on EOF).
   posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, theirs.get(), 3);
+  // Nothing else of the worker's: an fd without CLOEXEC (Asio's accepted client connections have
+  // none) would otherwise live on in the template, so that closing it in the server no longer
+  // closes the connection -- a keep-alive client the server dropped for idleness then waited for
+  // ever for an answer to a request parked in the template's copy of the socket.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 4);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t none;

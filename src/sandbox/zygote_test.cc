@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <sstream>
@@ -121,6 +122,23 @@ TEST_F(ZygoteTest, FailedForkInSandboxIsAnErrorAndTheTemplateServesOn) {
   ::close(pipeFds[1]);
   ASSERT_TRUE(ok.isOk()) << ok.status().toString();
   ::close(out[0]);
+}
+
+// The template holds none of the worker's fds but its control socket: an inherited fd without
+// CLOEXEC (a client connection accepted by Asio has none) kept the connection open after the
+// server closed it, and a keep-alive client's next request waited unanswered in the template.
+TEST_F(ZygoteTest, TemplateInheritsNoFdOfTheWorker) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);  // no O_CLOEXEC: what an accepted connection looks like
+  auto z = Zygote::startPython(STRATUS_PYTHON_ZYGOTE);
+  ASSERT_TRUE(z.isOk()) << z.status().toString();
+  ::close(p[1]);
+  // With the write end only in our (now closed) hands, the read end sees EOF at once.
+  pollfd pfd{p[0], POLLIN, 0};
+  ASSERT_EQ(::poll(&pfd, 1, 5'000), 1) << "the template holds the pipe's write end";
+  char c;
+  EXPECT_EQ(::read(p[0], &c, 1), 0);
+  ::close(p[0]);
 }
 
 // The template dies with the thread that started it (a SIGKILLed server leaves none behind).
