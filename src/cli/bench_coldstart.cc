@@ -732,12 +732,17 @@ int runDensity(const DensityOptions& o) {
   int warmErrors = 0, coldAgain = 0;
   std::string firstWarmError;
   for (int i = 0; i < 1000 && !alive.empty(); ++i) {
+    const auto t0 = SteadyClock::now();
     auto r = (*server)->invoke("d-" + std::to_string(alive[rng() % alive.size()]));
     if (r.isOk()) {
       if (!r->cold) warm.push_back(r->ms);
       coldAgain += r->cold ? 1 : 0;
     } else {
-      if (firstWarmError.empty()) firstWarmError = r.status().toString();
+      if (firstWarmError.empty()) {
+        char took[64];
+        std::snprintf(took, sizeof took, " (call %d, after %.1f ms)", i, msSince(t0));
+        firstWarmError = r.status().toString() + took;
+      }
       ++warmErrors;
     }
   }

@@ -11,6 +11,8 @@
 // whose `alive` flag, read under a shared lock, says whether the io_contexts still exist.
 #include "gateway/http_server.h"
 
+#include <fcntl.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -369,6 +371,9 @@ class HttpServer::Impl {
       }
       boost::system::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
+      // Asio accepts without SOCK_CLOEXEC: a process the server starts (a runtime template)
+      // must not keep a client connection open after the server has closed it.
+      ::fcntl(socket.native_handle(), F_SETFD, FD_CLOEXEC);
       std::string address;
       if (auto ep = socket.remote_endpoint(ignored); !ignored) address = ep.address().to_string();
       std::optional<HttpResponse> refuse;
