@@ -18,6 +18,7 @@
 #include "cluster/testing.h"
 #include "common/base64.h"
 #include "common/fs.h"
+#include "common/ids.h"
 #include "common/json.h"
 #include "http/http_client.h"
 #include "tests/e2e_util.h"
@@ -140,6 +141,15 @@ class ClusterTest : public ::testing::Test {
       std::cerr << "daemon logs kept in " << keep << "\n";
     }
     cluster_.reset();
+    // Workers killed with SIGKILL cannot remove their sandbox state dir on tmpfs
+    // (ProcessSandboxOptions::forDataDir, named after the data dir), and no restart follows.
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(tmp_.path(), ec)) {
+      if (!e.is_directory(ec)) continue;
+      const std::string hash =
+          sha256Hex(std::filesystem::absolute(e.path()).string()).substr(0, 12);
+      std::filesystem::remove_all("/dev/shm/stratus-" + hash, ec);
+    }
   }
 
   Result<HttpResponse> call(const std::string& endpoint, const std::string& method,
