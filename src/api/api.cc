@@ -141,7 +141,6 @@ HttpResponse invokeResponse(const InvokeResult& res, const std::string& runtime,
   return r;
 }
 
-
 int httpStatusFor(Code code) {
   switch (code) {
     case Code::kOk:
@@ -285,7 +284,14 @@ TenantQuota Api::Impl::quotaOf(const std::string& tenant) {
 std::optional<HttpResponse> Api::Impl::rateLimit(const std::string& tenant,
                                                  const std::string* function,
                                                  const std::string& rid) {
-  const TenantQuota q = quotaOf(tenant);
+  auto limited = checkRateLimit(limiter, quotaOf(tenant), tenant, function, rid);
+  if (limited) rateLimited.fetch_add(1, std::memory_order_relaxed);
+  return limited;
+}
+
+std::optional<HttpResponse> checkRateLimit(RateLimiter& limiter, const TenantQuota& q,
+                                           const std::string& tenant, const std::string* function,
+                                           const std::string& requestId) {
   RateLimiter::Decision d;
   std::string what;
   if (function == nullptr) {
@@ -298,8 +304,8 @@ std::optional<HttpResponse> Api::Impl::rateLimit(const std::string& tenant,
            fmt::format("{:g}", q.functionRequestsPerSecond) + " invocations per second";
   }
   if (d.allowed) return std::nullopt;
-  rateLimited.fetch_add(1, std::memory_order_relaxed);
-  HttpResponse r = errorResponse(Status(Code::kResourceExhausted, what), rid, "TooManyRequests");
+  HttpResponse r =
+      errorResponse(Status(Code::kResourceExhausted, what), requestId, "TooManyRequests");
   int64_t seconds = std::chrono::duration_cast<std::chrono::seconds>(d.retryAfter +
                                                                      std::chrono::milliseconds(999))
                         .count();

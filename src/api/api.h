@@ -26,10 +26,12 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "api/async_dispatcher.h"
 #include "api/guarded_invoker.h"
+#include "api/rate_limiter.h"
 #include "codepack/zip_import.h"
 #include "common/clock.h"
 #include "common/http.h"
@@ -102,6 +104,13 @@ class Api {
 HttpResponse errorResponse(const Status& status, const std::string& requestId,
                            std::string_view code = {});
 int httpStatusFor(Code code);
+
+// One front-door rate-limit check (docs/reliability.md): against the tenant's bucket when
+// function is null, else against that function's. nullopt when allowed; otherwise the 429
+// TooManyRequests answer with Retry-After. Shared by the Api and the cluster gateway.
+std::optional<HttpResponse> checkRateLimit(RateLimiter& limiter, const TenantQuota& quota,
+                                           const std::string& tenant, const std::string* function,
+                                           const std::string& requestId);
 
 // The HTTP answer to an invocation: the function's body and status, x-fc-* accounting headers,
 // x-fc-error-type for function errors, errorResponse() (+ Retry-After) for platform errors.

@@ -224,23 +224,10 @@ std::optional<HttpResponse> ClusterGateway::rateLimit(const std::string& tenant,
     auto it = quotas_.find(tenant);
     if (it != quotas_.end()) q = it->second;
   }
-  RateLimiter::Decision d =
-      limiter_.tryAcquire(tenant, q.requestsPerSecond, static_cast<double>(q.burst));
-  std::string what = "tenant " + tenant + " is over its quota of " +
-                     fmt::format("{:g}", q.requestsPerSecond) + " requests per second";
-  if (d.allowed) {
-    d = limiter_.tryAcquire(tenant + "/" + name, q.functionRequestsPerSecond, 0);
-    what = "function " + name + " is over its quota of " +
-           fmt::format("{:g}", q.functionRequestsPerSecond) + " invocations per second";
-  }
-  if (d.allowed) return std::nullopt;
-  rateLimited_.fetch_add(1, std::memory_order_relaxed);
-  HttpResponse r = errorResponse(Status(Code::kResourceExhausted, what), rid, "TooManyRequests");
-  int64_t seconds = std::chrono::duration_cast<std::chrono::seconds>(d.retryAfter +
-                                                                     std::chrono::milliseconds(999))
-                        .count();
-  r.headers["Retry-After"] = std::to_string(std::max<int64_t>(1, seconds));
-  return r;
+  auto limited = checkRateLimit(limiter_, q, tenant, nullptr, rid);
+  if (!limited) limited = checkRateLimit(limiter_, q, tenant, &name, rid);
+  if (limited) rateLimited_.fetch_add(1, std::memory_order_relaxed);
+  return limited;
 }
 
 Result<cluster::LeaderInfo> ClusterGateway::leader() {
