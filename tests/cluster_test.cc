@@ -18,9 +18,9 @@
 #include "cluster/testing.h"
 #include "common/base64.h"
 #include "common/fs.h"
-#include "common/ids.h"
 #include "common/json.h"
 #include "http/http_client.h"
+#include "sandbox/process_sandbox.h"
 #include "tests/e2e_util.h"
 
 namespace stratus {
@@ -146,9 +146,8 @@ class ClusterTest : public ::testing::Test {
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator(tmp_.path(), ec)) {
       if (!e.is_directory(ec)) continue;
-      const std::string hash =
-          sha256Hex(std::filesystem::absolute(e.path()).string()).substr(0, 12);
-      std::filesystem::remove_all("/dev/shm/stratus-" + hash, ec);
+      std::filesystem::remove_all(
+          std::filesystem::path("/dev/shm") / ProcessSandboxOptions::nameForDataDir(e.path()), ec);
     }
   }
 

@@ -10,6 +10,7 @@
 #include "common/base64.h"
 #include "common/ids.h"
 #include "common/json.h"
+#include "sandbox/process_sandbox.h"
 #include "tests/e2e_util.h"
 
 namespace stratus::e2e {
@@ -504,7 +505,7 @@ TEST_F(E2eTest, CliDeployInvokeListRemove) {
 }
 
 std::string cgroupParentFor(const std::filesystem::path& dataDir) {
-  return "stratus-" + sha256Hex(std::filesystem::absolute(dataDir).string()).substr(0, 12);
+  return ProcessSandboxOptions::nameForDataDir(dataDir);
 }
 
 bool anyCgroupDirLeft(const std::string& parent) {

@@ -19,6 +19,7 @@
 #include "common/fs.h"
 #include "common/ids.h"
 #include "common/json.h"
+#include "sandbox/process_sandbox.h"
 
 namespace stratus::e2e {
 
@@ -132,7 +133,7 @@ Server::~Server() {
     // A killed server cannot remove its sandbox state on tmpfs (ProcessSandboxOptions::
     // forDataDir); the next start on the data dir would. None follows a test, so do it here.
     const std::filesystem::path shm =
-        "/dev/shm/stratus-" + sha256Hex(std::filesystem::absolute(dataDir_).string()).substr(0, 12);
+        std::filesystem::path("/dev/shm") / ProcessSandboxOptions::nameForDataDir(dataDir_);
     std::error_code ec;
     std::filesystem::remove_all(shm, ec);
   }

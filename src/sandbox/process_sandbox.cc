@@ -539,14 +539,17 @@ ProcessSandboxBackend::~ProcessSandboxBackend() {
   if (options_.removeStateDirOnExit) ::rmdir(options_.stateDir.c_str());  // ENOTEMPTY: kept
 }
 
+std::string ProcessSandboxOptions::nameForDataDir(const fs::path& dataDir) {
+  return "stratus-" + sha256Hex(fs::absolute(dataDir).string()).substr(0, 12);
+}
+
 ProcessSandboxOptions ProcessSandboxOptions::forDataDir(const fs::path& dataDir) {
-  const std::string hash = sha256Hex(fs::absolute(dataDir).string()).substr(0, 12);
   ProcessSandboxOptions o;
-  o.cgroupParent = "stratus-" + hash;
+  o.cgroupParent = nameForDataDir(dataDir);
   o.stateDir = dataDir / "run" / "sandboxes";
   struct statfs sfs {};
   if (::statfs("/dev/shm", &sfs) != 0 || sfs.f_type != TMPFS_MAGIC) return o;
-  const fs::path mine = fs::path("/dev/shm") / ("stratus-" + hash);
+  const fs::path mine = fs::path("/dev/shm") / o.cgroupParent;
   if (::mkdir(mine.c_str(), 0711) != 0 && errno != EEXIST) {
     SLOG_WARN("sandbox state stays in {}: mkdir {}: {}", o.stateDir.string(), mine.string(),
               std::strerror(errno));

@@ -61,6 +61,9 @@ struct ProcessSandboxOptions {
   // already a directory of our euid that nobody else may write (anything else in the
   // world-writable /dev/shm falls back to the data dir, with a warning).
   static ProcessSandboxOptions forDataDir(const std::filesystem::path& dataDir);
+  // The name forDataDir gives both the cgroup parent and the tmpfs state directory
+  // ("stratus-<12 hex of sha256 of the absolute path>"); pure, for tests and tools.
+  static std::string nameForDataDir(const std::filesystem::path& dataDir);
 };
 
 class ProcessSandboxBackend final : public SandboxBackend {
