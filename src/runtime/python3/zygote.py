@@ -54,6 +54,15 @@ def _check(rc, what):
         raise OSError(e, "%s: %s" % (what, os.strerror(e)))
 
 
+def _read_to_eof(fd):
+    out = b""
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return out
+        out += chunk
+
+
 def _load_runtime():
     here = os.path.dirname(os.path.abspath(__file__))
     src = os.path.join(here, "stratus_runtime.py")
@@ -192,12 +201,7 @@ def _child(req, fds, report_w, runtime):
     # The error pipe first: its EOF comes once G2 is set up or gone (and G1 always ends), while a
     # datagram socket never sees EOF, so a blocking read of G2's message would wait forever for
     # a G2 that died (or was never forked) before sending it. G2 sends before it closes w.
-    err = b""
-    while True:
-        chunk = os.read(r, 4096)
-        if not chunk:
-            break
-        err += chunk
+    err = _read_to_eof(r)
     pid = None
     try:
         _, anc, _, _ = cs.recvmsg(1, socket.CMSG_SPACE(12), socket.MSG_DONTWAIT)
@@ -252,12 +256,7 @@ def main():
                     os.write(rw, json.dumps({"error": repr(e)}).encode())
                 os._exit(0)
             os.close(rw)
-            answer = b""
-            while True:
-                chunk = os.read(rr, 4096)
-                if not chunk:
-                    break
-                answer += chunk
+            answer = _read_to_eof(rr)
             os.close(rr)
             os.waitpid(pid, 0)
             if not answer:
